@@ -1,0 +1,204 @@
+/*
+ * Trellis plugin ABI: the only header a plugin needs.
+ *
+ * A plugin is a shared object that exports one C function, trellis_plugin_entry(), returning a
+ * descriptor (trellis_plugin). The server hands each plugin instance a table of host functions
+ * (trellis_host) to read requests and build responses, so a plugin links against no symbol of the
+ * server binary and keeps loading across server versions.
+ *
+ * Compatibility rules:
+ *   - Both structs start with abi_version and struct_size.
+ *   - Fields are only ever appended. A plugin built against an older header has a smaller
+ *     struct_size; the host never reads past it. A plugin reads host fields only when
+ *     host->struct_size says they are there (TRELLIS_HOST_HAS).
+ *   - The major version changes only when something already published changes meaning; the host
+ *     refuses a plugin with another major version and names both versions.
+ *
+ * Every item states OWNERSHIP (who frees), LIFETIME (how long a pointer stays valid) and THREAD
+ * (where it may be called). "Worker thread" means the thread of the event loop that owns the
+ * request; plugins are called from several worker threads at once, so instance state shared
+ * between requests must be thread-safe (or kept per worker, see on_worker_start).
+ */
+#ifndef TRELLIS_PLUGIN_H
+#define TRELLIS_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TRELLIS_ABI_MAJOR 1
+#define TRELLIS_ABI_MINOR 0
+/* Major in the high 16 bits, minor in the low 16 bits. */
+#define TRELLIS_ABI_VERSION ((TRELLIS_ABI_MAJOR << 16) | TRELLIS_ABI_MINOR)
+
+#if defined(__GNUC__)
+#define TRELLIS_EXPORT __attribute__((visibility("default")))
+#else
+#define TRELLIS_EXPORT
+#endif
+
+/* Results of plugin hooks. */
+typedef enum trellis_result {
+    TRELLIS_OK = 0,       /* create/on_worker_start succeeded; on_request answered the request */
+    TRELLIS_DECLINED = 1, /* on_request: not mine, the router tries the next matching route */
+    TRELLIS_ERROR = -1    /* failure: the host answers 500 (if nothing was sent) and logs it */
+} trellis_result;
+
+/* Flags in trellis_plugin.flags. None are defined in ABI 1.0; unknown bits are ignored. */
+
+/* Log levels for trellis_host.log. */
+typedef enum trellis_log_level {
+    TRELLIS_LOG_DEBUG = 0,
+    TRELLIS_LOG_INFO = 1,
+    TRELLIS_LOG_WARN = 2,
+    TRELLIS_LOG_ERROR = 3
+} trellis_log_level;
+
+/* A byte string that is not NUL-terminated. */
+typedef struct trellis_str {
+    const char *data;
+    size_t len;
+} trellis_str;
+
+/*
+ * One HTTP request in progress. Opaque.
+ * OWNERSHIP: the host's.
+ * LIFETIME: from the call of on_request until the plugin answers (respond / respond_file return),
+ *   or until on_request returns, whichever is first. Every trellis_str read from it shares that
+ *   lifetime.
+ * THREAD: the worker thread that called on_request.
+ */
+typedef struct trellis_request trellis_request;
+
+/*
+ * The host's handle for one plugin instance, used for logging. Opaque.
+ * OWNERSHIP: the host's. LIFETIME: from create until destroy returns. THREAD: any.
+ */
+typedef struct trellis_plugin_ctx trellis_plugin_ctx;
+
+/*
+ * Functions the host provides. A plugin keeps the pointer it got in create.
+ * OWNERSHIP: the host's. LIFETIME: until destroy returns. THREAD: as stated per function.
+ */
+typedef struct trellis_host {
+    uint32_t abi_version; /* TRELLIS_ABI_VERSION of the running server */
+    uint32_t struct_size; /* sizeof(trellis_host) in the running server */
+
+    /* ---- reading the request (THREAD: worker thread; LIFETIME of results: the request's) ---- */
+
+    /* Method as sent ("GET"). */
+    trellis_str (*request_method)(const trellis_request *req);
+    /* Request target as sent, query included ("/a%20b?x=1"). */
+    trellis_str (*request_target)(const trellis_request *req);
+    /* Path: percent-decoded once, "." and ".." resolved, repeated '/' merged; always starts with
+     * '/' and never holds NUL or a decoded '/' from %2F (such requests get 400 before routing). */
+    trellis_str (*request_path)(const trellis_request *req);
+    /* Query without the '?', raw (not decoded); empty when absent. */
+    trellis_str (*request_query)(const trellis_request *req);
+    /* Host the request is for (Host header, or the authority of an absolute-form target), port
+     * removed and lower-cased; empty for HTTP/1.0 requests without Host. */
+    trellis_str (*request_host)(const trellis_request *req);
+    /* HTTP version: 10 for HTTP/1.0, 11 for HTTP/1.1. */
+    int (*request_version)(const trellis_request *req);
+    /* First header named `name` (case-insensitive). Returns 1 and sets *value, or 0. */
+    int (*request_header)(const trellis_request *req, const char *name, size_t name_len,
+                          trellis_str *value);
+    /* Number of header lines, and the i-th one in arrival order (returns 0 past the end). */
+    size_t (*request_header_count)(const trellis_request *req);
+    int (*request_header_at)(const trellis_request *req, size_t index, trellis_str *name,
+                             trellis_str *value);
+    /* The whole request body, de-chunked (empty when none). Bodies are buffered up to
+     * limits.max_body_bytes before on_request is called. */
+    trellis_str (*request_body)(const trellis_request *req);
+    /* Peer address as text ("127.0.0.1:51234", "[::1]:51234") written into buf with a NUL;
+     * returns its length, or 0 if buf is too small (64 bytes always suffice). */
+    size_t (*request_peer)(const trellis_request *req, char *buf, size_t buf_len);
+    /* Route prefix that matched ("/hello"), and the path below it ("/x" for "/hello/x"; "/" when
+     * the path is the prefix itself). */
+    trellis_str (*request_route_prefix)(const trellis_request *req);
+    trellis_str (*request_path_below)(const trellis_request *req);
+
+    /* ---- answering (THREAD: worker thread) ---- */
+
+    /* Adds a response header. Returns 0, or -1 when the name or value is invalid (CR, LF, NUL,
+     * empty name) or owned by the host: Content-Length, Transfer-Encoding, Connection, Date and
+     * Server are set by the host. Names and values are copied. */
+    int (*response_header)(trellis_request *req, const char *name, size_t name_len, const char *value,
+                           size_t value_len);
+    /* Answers with a body from memory (copied; the plugin may free it on return). For HEAD the
+     * host sends only the headers, with the Content-Length of the body. Returns 0, or -1 if the
+     * request was already answered. After it returns the request handle is no longer valid. */
+    int (*respond)(trellis_request *req, int status, const char *body, size_t body_len);
+    /* Answers with the contents of an open regular file. The host takes ownership of fd (closes
+     * it in every case). With status 200 the host adds Last-Modified and a strong ETag and answers
+     * If-None-Match / If-Modified-Since with 304; other statuses send the file as it is. The host
+     * sends it without copying through user space where the transport allows (sendfile). Returns
+     * 0, or -1 (fd closed, request answered with 500) if fd is not a readable regular file. */
+    int (*respond_file)(trellis_request *req, int status, int fd);
+
+    /* ---- anything else ---- */
+
+    /* Writes one line to the server's error log, prefixed with the instance name.
+     * THREAD: any. */
+    void (*log)(trellis_plugin_ctx *ctx, trellis_log_level level, const char *message);
+    /* Directory of the configuration file, against which relative paths in a plugin's config
+     * resolve (as they do in the server's own keys). No trailing '/'.
+     * LIFETIME: until destroy. THREAD: any. */
+    trellis_str (*config_dir)(trellis_plugin_ctx *ctx);
+} trellis_host;
+
+/* True when the running host has the field `field` (for plugins built against a newer header
+ * than the server they run in). */
+#define TRELLIS_HOST_HAS(host, field)                                                              \
+    ((host)->struct_size >= offsetof(trellis_host, field) + sizeof((host)->field))
+
+/*
+ * What a plugin exports. Returned by trellis_plugin_entry().
+ * OWNERSHIP: the plugin's (usually a static const). LIFETIME: until the library is unloaded,
+ *   which the host does only after destroy of every instance has returned.
+ * THREAD: hooks are called as stated per hook. Optional hooks may be NULL.
+ */
+typedef struct trellis_plugin {
+    uint32_t abi_version; /* TRELLIS_ABI_VERSION the plugin was built with */
+    uint32_t struct_size; /* sizeof(trellis_plugin) the plugin was built with */
+    const char *name;     /* short name for logs ("static") */
+    const char *version;  /* the plugin's own version string, for logs */
+    uint32_t flags;       /* none defined in 1.0 */
+
+    /* Creates one instance from the JSON text of its "config" key ("{}" when absent).
+     * On failure writes a message into err (NUL-terminated, at most err_len bytes) and returns
+     * TRELLIS_ERROR; the server refuses to start and prints it.
+     * OWNERSHIP: *instance belongs to the plugin until destroy. config_json is valid only during
+     *   the call. THREAD: the main thread, before any worker runs. */
+    int (*create)(const trellis_host *host, trellis_plugin_ctx *ctx, const char *config_json,
+                  size_t config_len, void **instance, char *err, size_t err_len);
+    /* Destroys an instance. THREAD: the main thread, after every worker has stopped. */
+    void (*destroy)(void *instance);
+
+    /* Optional. Called once per worker thread, on that thread, before it serves a request
+     * (on_worker_start) and after its last one (on_worker_stop). worker_index runs from 0 to
+     * workers - 1, so per-worker state fits in an array. A TRELLIS_ERROR from on_worker_start
+     * stops the server. */
+    int (*on_worker_start)(void *instance, unsigned worker_index);
+    void (*on_worker_stop)(void *instance, unsigned worker_index);
+
+    /* Handles a request. Returns TRELLIS_OK after answering with respond or respond_file,
+     * TRELLIS_DECLINED without answering to pass the request to the next matching route, or
+     * TRELLIS_ERROR (the host answers 500 unless an answer was already given).
+     * Returning TRELLIS_OK without answering is a plugin bug: the host answers 500 and logs it.
+     * THREAD: a worker thread; several at once. */
+    int (*on_request)(void *instance, trellis_request *req);
+} trellis_plugin;
+
+/* The one symbol a plugin exports. */
+#define TRELLIS_PLUGIN_ENTRY_SYMBOL "trellis_plugin_entry"
+TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TRELLIS_PLUGIN_H */

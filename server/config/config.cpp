@@ -1,0 +1,303 @@
+#include "config/config.hpp"
+
+#include "log/log.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace trellis {
+namespace {
+
+using nlohmann::json;
+
+// Walks the JSON with the pointer of the current node, so every error can say where it is.
+class Reader {
+  public:
+    Reader(const std::string &file) : file_(file) {}
+
+    [[noreturn]] void fail(const std::string &pointer, const std::string &what) const {
+        throw ConfigError(file_ + ": " + (pointer.empty() ? "/" : pointer) + ": " + what);
+    }
+
+    void only_keys(const json &obj, const std::string &pointer,
+                   std::initializer_list<const char *> allowed) const {
+        for (const auto &item : obj.items()) {
+            bool known = false;
+            for (const char *key : allowed)
+                known = known || item.key() == key;
+            if (!known) {
+                std::string list;
+                for (const char *key : allowed)
+                    list += std::string(list.empty() ? "" : ", ") + key;
+                fail(pointer + "/" + escape(item.key()), "unknown key (expected one of: " + list + ")");
+            }
+        }
+    }
+
+    const json &object(const json &value, const std::string &pointer) const {
+        if (!value.is_object())
+            fail(pointer, "expected an object, got " + describe(value));
+        return value;
+    }
+
+    const json &array(const json &value, const std::string &pointer) const {
+        if (!value.is_array())
+            fail(pointer, "expected an array, got " + describe(value));
+        return value;
+    }
+
+    std::string string(const json &value, const std::string &pointer) const {
+        if (!value.is_string())
+            fail(pointer, "expected a string, got " + describe(value));
+        return value.get<std::string>();
+    }
+
+    std::string nonempty_string(const json &value, const std::string &pointer) const {
+        std::string s = string(value, pointer);
+        if (s.empty())
+            fail(pointer, "expected a non-empty string");
+        return s;
+    }
+
+    uint64_t integer(const json &value, const std::string &pointer, uint64_t min, uint64_t max) const {
+        std::string range = "expected an integer from " + std::to_string(min) + " to " + std::to_string(max);
+        if (!value.is_number_integer())
+            fail(pointer, range + ", got " + describe(value));
+        if (value.is_number_unsigned()) {
+            uint64_t v = value.get<uint64_t>();
+            if (v >= min && v <= max)
+                return v;
+        } else {
+            int64_t v = value.get<int64_t>();
+            if (v >= 0 && static_cast<uint64_t>(v) >= min && static_cast<uint64_t>(v) <= max)
+                return static_cast<uint64_t>(v);
+        }
+        fail(pointer, range + ", got " + value.dump());
+    }
+
+    static std::string describe(const json &value) {
+        std::string text = value.dump();
+        if (text.size() > 40)
+            text = text.substr(0, 37) + "...";
+        return std::string(value.type_name()) + " " + text;
+    }
+
+    static std::string escape(const std::string &key) {
+        std::string out;
+        for (char c : key) {
+            if (c == '~')
+                out += "~0";
+            else if (c == '/')
+                out += "~1";
+            else
+                out += c;
+        }
+        return out;
+    }
+
+  private:
+    std::string file_;
+};
+
+unsigned parse_workers(const Reader &r, const json &value) {
+    if (value.is_string()) {
+        if (value.get<std::string>() != "auto")
+            r.fail("/workers", "expected \"auto\" or a positive integer, got " + Reader::describe(value));
+        unsigned cores = std::thread::hardware_concurrency();
+        return cores == 0 ? 1 : cores;
+    }
+    if (!value.is_number_integer())
+        r.fail("/workers", "expected \"auto\" or a positive integer, got " + Reader::describe(value));
+    return static_cast<unsigned>(r.integer(value, "/workers", 1, 1024));
+}
+
+ListenConfig parse_listen(const Reader &r, const json &value, const std::string &ptr) {
+    r.object(value, ptr);
+    r.only_keys(value, ptr, {"address", "port", "transport"});
+    ListenConfig listen;
+    if (value.contains("address"))
+        listen.address = r.nonempty_string(value["address"], ptr + "/address");
+    if (!value.contains("port"))
+        r.fail(ptr, "missing key \"port\" (an integer from 0 to 65535)");
+    listen.port = static_cast<uint16_t>(r.integer(value["port"], ptr + "/port", 0, 65535));
+    if (value.contains("transport")) {
+        std::string t = r.string(value["transport"], ptr + "/transport");
+        if (t != "plain")
+            r.fail(ptr + "/transport", "expected \"plain\", got \"" + t + "\"");
+    }
+    return listen;
+}
+
+Limits parse_limits(const Reader &r, const json &value) {
+    r.object(value, "/limits");
+    r.only_keys(value, "/limits",
+                {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
+                 "body_timeout_ms", "keepalive_timeout_ms", "send_timeout_ms", "shutdown_timeout_ms"});
+    Limits limits;
+    auto u32 = [&](const char *key, uint32_t &field, uint64_t min, uint64_t max) {
+        if (value.contains(key))
+            field = static_cast<uint32_t>(r.integer(value[key], std::string("/limits/") + key, min, max));
+    };
+    u32("max_connections", limits.max_connections, 1, 10000000);
+    u32("max_header_bytes", limits.max_header_bytes, 1024, 1048576);
+    if (value.contains("max_body_bytes"))
+        limits.max_body_bytes = r.integer(value["max_body_bytes"], "/limits/max_body_bytes", 0, 1ull << 40);
+    u32("header_timeout_ms", limits.header_timeout_ms, 1, 3600000);
+    u32("body_timeout_ms", limits.body_timeout_ms, 1, 3600000);
+    u32("keepalive_timeout_ms", limits.keepalive_timeout_ms, 1, 3600000);
+    u32("send_timeout_ms", limits.send_timeout_ms, 1, 3600000);
+    u32("shutdown_timeout_ms", limits.shutdown_timeout_ms, 0, 3600000);
+    return limits;
+}
+
+PluginConfig parse_plugin(const Reader &r, const json &value, const std::string &ptr,
+                          const std::string &base_dir, const std::string &plugin_dir) {
+    r.object(value, ptr);
+    r.only_keys(value, ptr, {"name", "path", "config"});
+    if (!value.contains("name"))
+        r.fail(ptr, "missing key \"name\" (the instance name routes refer to)");
+    if (!value.contains("path"))
+        r.fail(ptr, "missing key \"path\" (a plugin name like \"static\" or a path to a .so)");
+    PluginConfig plugin;
+    plugin.name = r.nonempty_string(value["name"], ptr + "/name");
+    std::string path = r.nonempty_string(value["path"], ptr + "/path");
+    plugin.file = path.find('/') == std::string::npos ? plugin_dir + "/" + path + ".so"
+                                                      : resolve_path(base_dir, path);
+    plugin.config_json = "{}";
+    if (value.contains("config"))
+        plugin.config_json = r.object(value["config"], ptr + "/config").dump();
+    return plugin;
+}
+
+RouteConfig parse_route(const Reader &r, const json &value, const std::string &ptr,
+                        const std::set<std::string> &plugin_names) {
+    r.object(value, ptr);
+    r.only_keys(value, ptr, {"host", "prefix", "plugin"});
+    RouteConfig route;
+    if (value.contains("host")) {
+        route.host = r.nonempty_string(value["host"], ptr + "/host");
+        for (char &c : route.host) {
+            if (c >= 'A' && c <= 'Z')
+                c = static_cast<char>(c - 'A' + 'a');
+            if (c == '/' || c == ' ' || c == ':')
+                r.fail(ptr + "/host", "expected \"*\" or a host name without port, got \"" + route.host + "\"");
+        }
+    }
+    if (!value.contains("prefix"))
+        r.fail(ptr, "missing key \"prefix\" (a path starting with \"/\")");
+    route.prefix = r.string(value["prefix"], ptr + "/prefix");
+    if (route.prefix.empty() || route.prefix[0] != '/')
+        r.fail(ptr + "/prefix", "expected a path starting with \"/\", got \"" + route.prefix + "\"");
+    if (!value.contains("plugin"))
+        r.fail(ptr, "missing key \"plugin\" (the name of an entry in /plugins)");
+    route.plugin = r.nonempty_string(value["plugin"], ptr + "/plugin");
+    if (!plugin_names.count(route.plugin))
+        r.fail(ptr + "/plugin", "no plugin named \"" + route.plugin + "\" in /plugins");
+    return route;
+}
+
+// nlohmann reports a byte offset; people want line and column.
+std::string line_and_column(const std::string &text, size_t byte) {
+    size_t line = 1, column = 1;
+    for (size_t i = 0; i < byte && i < text.size(); ++i) {
+        if (text[i] == '\n') {
+            ++line;
+            column = 1;
+        } else {
+            ++column;
+        }
+    }
+    // nlohmann's offset points one past the offending character.
+    if (column > 1)
+        --column;
+    return std::to_string(line) + ":" + std::to_string(column);
+}
+
+} // namespace
+
+std::string resolve_path(const std::string &base_dir, const std::string &path) {
+    if (path.empty() || path[0] == '/' || base_dir.empty())
+        return path;
+    return base_dir + "/" + path;
+}
+
+Config parse_config(const std::string &text, const std::string &source_path) {
+    json root;
+    try {
+        root = json::parse(text);
+    } catch (const json::parse_error &e) {
+        std::string what = e.what();
+        // "[json.exception.parse_error.101] parse error at line 3, column 5: syntax error ..."
+        size_t colon = what.find(": ");
+        std::string detail = colon == std::string::npos ? what : what.substr(colon + 2);
+        throw ConfigError(source_path + ":" + line_and_column(text, e.byte) + ": invalid JSON: " + detail);
+    }
+    Reader r(source_path);
+    r.object(root, "");
+    r.only_keys(root, "",
+                {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level"});
+
+    Config config;
+    config.source_path = source_path;
+    size_t slash = source_path.rfind('/');
+    config.base_dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : source_path.substr(0, slash));
+
+    if (root.contains("workers"))
+        config.workers = parse_workers(r, root["workers"]);
+    else
+        config.workers = parse_workers(r, "auto");
+    config.plugin_dir = resolve_path(config.base_dir, root.contains("plugin_dir")
+                                                          ? r.nonempty_string(root["plugin_dir"], "/plugin_dir")
+                                                          : std::string("build/plugins"));
+    if (!root.contains("listen"))
+        r.fail("", "missing key \"listen\" (a list of {\"address\", \"port\", \"transport\"})");
+    const json &listen = r.array(root["listen"], "/listen");
+    if (listen.empty())
+        r.fail("/listen", "expected at least one listener");
+    for (size_t i = 0; i < listen.size(); ++i)
+        config.listen.push_back(parse_listen(r, listen[i], "/listen/" + std::to_string(i)));
+    if (root.contains("limits"))
+        config.limits = parse_limits(r, root["limits"]);
+
+    std::set<std::string> names;
+    if (root.contains("plugins")) {
+        const json &plugins = r.array(root["plugins"], "/plugins");
+        for (size_t i = 0; i < plugins.size(); ++i) {
+            std::string ptr = "/plugins/" + std::to_string(i);
+            PluginConfig plugin = parse_plugin(r, plugins[i], ptr, config.base_dir, config.plugin_dir);
+            if (!names.insert(plugin.name).second)
+                r.fail(ptr + "/name", "duplicate plugin name \"" + plugin.name + "\"");
+            config.plugins.push_back(std::move(plugin));
+        }
+    }
+    if (root.contains("routes")) {
+        const json &routes = r.array(root["routes"], "/routes");
+        for (size_t i = 0; i < routes.size(); ++i)
+            config.routes.push_back(parse_route(r, routes[i], "/routes/" + std::to_string(i), names));
+    }
+    if (root.contains("access_log")) {
+        std::string log = r.nonempty_string(root["access_log"], "/access_log");
+        config.access_log = (log == "-" || log == "off") ? log : resolve_path(config.base_dir, log);
+    }
+    if (root.contains("log_level")) {
+        config.log_level = r.string(root["log_level"], "/log_level");
+        LogLevel level;
+        if (!parse_log_level(config.log_level, level))
+            r.fail("/log_level", "expected one of: debug, info, warn, error; got \"" + config.log_level + "\"");
+    }
+    return config;
+}
+
+Config load_config(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw ConfigError(path + ": cannot read the configuration file");
+    std::stringstream buffer;
+    buffer << in.rdbuf();
+    return parse_config(buffer.str(), path);
+}
+
+} // namespace trellis

@@ -1,0 +1,68 @@
+// server.json -> plain structs. Validation is strict: every error names the file, the JSON pointer
+// of the offending value and what was expected, in one line (ConfigError::what()).
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace trellis {
+
+class ConfigError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+enum class TransportKind { Plain };
+
+struct ListenConfig {
+    std::string address = "0.0.0.0";
+    uint16_t port = 8080;
+    TransportKind transport = TransportKind::Plain;
+};
+
+struct Limits {
+    uint32_t max_connections = 10000;
+    uint32_t max_header_bytes = 16384;
+    uint64_t max_body_bytes = 10485760;
+    uint32_t header_timeout_ms = 10000;
+    uint32_t body_timeout_ms = 30000;
+    uint32_t keepalive_timeout_ms = 60000;
+    uint32_t send_timeout_ms = 30000;
+    uint32_t shutdown_timeout_ms = 10000;
+};
+
+struct PluginConfig {
+    std::string name;        // instance name, unique
+    std::string file;        // resolved path of the .so
+    std::string config_json; // the instance's "config" as JSON text ("{}" when absent)
+};
+
+struct RouteConfig {
+    std::string host = "*"; // "*" or a lower-cased host name
+    std::string prefix;     // starts with '/'
+    std::string plugin;     // a PluginConfig::name
+};
+
+struct Config {
+    std::string source_path; // the file this came from
+    std::string base_dir;    // its directory: relative paths resolve against it
+    unsigned workers = 1;
+    std::string plugin_dir;
+    std::vector<ListenConfig> listen;
+    Limits limits;
+    std::vector<PluginConfig> plugins;
+    std::vector<RouteConfig> routes;
+    std::string access_log = "-"; // "-" stdout, "off", or a resolved file path
+    std::string log_level = "info";
+};
+
+// Parses and validates; throws ConfigError.
+Config parse_config(const std::string &text, const std::string &source_path);
+Config load_config(const std::string &path);
+
+// "dir/x" for relative "x"; absolute paths unchanged.
+std::string resolve_path(const std::string &base_dir, const std::string &path);
+
+} // namespace trellis

@@ -1,0 +1,139 @@
+#include "listener.hpp"
+
+#include "connection.hpp"
+#include "log/log.hpp"
+#include "plugin/loader.hpp"
+#include "transport/plain.hpp"
+#include "worker_context.hpp"
+
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace trellis {
+namespace {
+
+// Bounded accepts per wake-up, so a connection storm cannot starve the connections already open.
+constexpr int kAcceptsPerWakeup = 64;
+constexpr uint64_t kAcceptPauseMs = 100;
+
+} // namespace
+
+std::string listener_url(const ListenConfig &config, uint16_t port) {
+    bool v6 = config.address.find(':') != std::string::npos;
+    return "http://" + (v6 ? "[" + config.address + "]" : config.address) + ":" + std::to_string(port);
+}
+
+Listener *Listener::open(WorkerContext &worker, const ListenConfig &config, uint16_t port) {
+    sockaddr_storage address = {};
+    socklen_t length;
+    auto *v4 = reinterpret_cast<sockaddr_in *>(&address);
+    auto *v6 = reinterpret_cast<sockaddr_in6 *>(&address);
+    if (uv_ip4_addr(config.address.c_str(), port, v4) == 0) {
+        length = sizeof(sockaddr_in);
+    } else if (uv_ip6_addr(config.address.c_str(), port, v6) == 0) {
+        length = sizeof(sockaddr_in6);
+    } else {
+        throw StartupError("listen " + config.address + ": not an IPv4 or IPv6 address");
+    }
+    std::string where = listener_url(config, port);
+    int fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        throw StartupError("listen " + where + ": socket: " + strerror(errno));
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
+        bind(fd, reinterpret_cast<sockaddr *>(&address), length) != 0 || listen(fd, SOMAXCONN) != 0) {
+        std::string why = strerror(errno);
+        ::close(fd);
+        throw StartupError("listen " + where + ": " + why);
+    }
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length) == 0)
+        port = ntohs(address.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
+
+    auto *listener = new Listener(worker, fd, port);
+    listener->poll_.data = listener;
+    listener->resume_timer_.data = listener;
+    uv_timer_init(worker.loop(), &listener->resume_timer_);
+    if (uv_poll_init_socket(worker.loop(), &listener->poll_, fd) != 0) {
+        ::close(fd);
+        throw StartupError("listen " + where + ": the event loop refused the socket");
+    }
+    uv_poll_start(&listener->poll_, UV_READABLE, uv_on_poll);
+    return listener;
+}
+
+void Listener::close() {
+    pending_closes_ = 2;
+    uv_close(reinterpret_cast<uv_handle_t *>(&poll_), uv_on_close);
+    uv_close(reinterpret_cast<uv_handle_t *>(&resume_timer_), uv_on_close);
+}
+
+void Listener::uv_on_close(uv_handle_t *handle) noexcept {
+    auto *self = static_cast<Listener *>(handle->data);
+    if (--self->pending_closes_ == 0) {
+        ::close(self->fd_);
+        delete self;
+    }
+}
+
+void Listener::uv_on_poll(uv_poll_t *handle, int status, int) noexcept {
+    auto *self = static_cast<Listener *>(handle->data);
+    if (status == 0)
+        self->on_readable();
+}
+
+void Listener::uv_on_resume(uv_timer_t *timer) noexcept {
+    auto *self = static_cast<Listener *>(timer->data);
+    uv_poll_start(&self->poll_, UV_READABLE, uv_on_poll);
+}
+
+void Listener::pause_accepting() {
+    // Out of descriptors: accepting again at once would spin on EMFILE. Wait for some to close.
+    uv_poll_stop(&poll_);
+    uv_timer_start(&resume_timer_, uv_on_resume, kAcceptPauseMs, 0);
+}
+
+void Listener::on_readable() {
+    for (int i = 0; i < kAcceptsPerWakeup; ++i) {
+        sockaddr_storage peer;
+        socklen_t length = sizeof peer;
+        int fd = accept4(fd_, reinterpret_cast<sockaddr *>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            accept_one(fd, reinterpret_cast<sockaddr *>(&peer));
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            TRELLIS_LOG_WARN("accept: %s; pausing accepts for %lu ms", strerror(errno),
+                             static_cast<unsigned long>(kAcceptPauseMs));
+            pause_accepting();
+        }
+        return; // EAGAIN, or an error we cannot fix by retrying now
+    }
+}
+
+void Listener::accept_one(int fd, const sockaddr *peer) {
+    uint32_t open = worker_.open_connections->fetch_add(1, std::memory_order_relaxed);
+    if (open >= worker_.limits().max_connections) {
+        worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
+        ++worker_.stats.connections_rejected;
+        ::close(fd);
+        return;
+    }
+    int on = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    PlainTransport *transport = PlainTransport::create(worker_.loop(), fd);
+    if (!transport) {
+        worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
+        return;
+    }
+    Connection::start(worker_, transport, peer);
+}
+
+} // namespace trellis

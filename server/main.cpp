@@ -1,0 +1,71 @@
+// trellis: command line, configuration, start, and the exit status.
+#include "config/config.hpp"
+#include "log/log.hpp"
+#include "plugin/loader.hpp"
+#include "server.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#ifndef TRELLIS_VERSION
+#define TRELLIS_VERSION "0.0.0"
+#endif
+
+namespace {
+
+const char *kUsage = "usage: trellis [--config FILE] [--check] [--version] [--help]\n"
+                     "\n"
+                     "  --config FILE  configuration file (default: ./server.json)\n"
+                     "  --check        validate the configuration and load every plugin, then exit:\n"
+                     "                 prints \"configuration OK\" (exit 0) or the error (exit 1)\n"
+                     "  --version      print the version and exit\n"
+                     "  --help         print this help and exit\n"
+                     "\n"
+                     "Signals: SIGTERM/SIGINT stop gracefully (in-flight responses finish, bounded by\n"
+                     "limits.shutdown_timeout_ms).\n";
+
+} // namespace
+
+int main(int argc, char **argv) {
+    std::string config_path = "server.json";
+    bool check = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "--help" || arg == "-h") {
+            fputs(kUsage, stdout);
+            return 0;
+        }
+        if (arg == "--version") {
+            printf("trellis %s\n", TRELLIS_VERSION);
+            return 0;
+        }
+        if (arg == "--check") {
+            check = true;
+        } else if (arg == "--config" && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (arg.rfind("--config=", 0) == 0) {
+            config_path = arg.substr(9);
+        } else {
+            fprintf(stderr, "trellis: unknown argument '%s'\n%s", arg.c_str(), kUsage);
+            return 1;
+        }
+    }
+    // Writes to a vanished peer must fail with EPIPE, not kill the process.
+    signal(SIGPIPE, SIG_IGN);
+    try {
+        trellis::Config config = trellis::load_config(config_path);
+        if (check) {
+            trellis::check_configuration(config);
+            printf("configuration OK\n");
+            return 0;
+        }
+        trellis::Server server(std::move(config));
+        server.start();
+        return server.run();
+    } catch (const std::exception &e) {
+        trellis::log_message(trellis::LogLevel::Error, e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,37 @@
+// Host + longest path prefix -> plugin instance. A plugin may decline; the connection then asks
+// for the next match (h2o's on_req returning -1), so matches are enumerated in order of preference.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trellis {
+
+struct PluginInstance;
+
+struct Route {
+    std::string host;   // "*" or lower-case exact host
+    std::string prefix; // starts with '/'
+    PluginInstance *plugin = nullptr;
+};
+
+class Router {
+  public:
+    // Routes are ordered once: longer prefix first, then exact host before "*", then config order.
+    explicit Router(std::vector<Route> routes);
+
+    // The first route at index >= `from` matching `host` (lower-case, no port) and `path`, or -1.
+    int next_match(std::string_view host, std::string_view path, int from) const;
+    const Route &route(int index) const { return routes_[static_cast<size_t>(index)]; }
+    size_t size() const { return routes_.size(); }
+
+    // True when `prefix` covers `path` on a segment boundary: "/hello" covers "/hello" and
+    // "/hello/x" but not "/helloworld"; "/" and "/api/" cover what starts with them.
+    static bool prefix_matches(std::string_view prefix, std::string_view path);
+
+  private:
+    std::vector<Route> routes_;
+};
+
+} // namespace trellis

@@ -1,0 +1,144 @@
+#include "server.hpp"
+
+#include "listener.hpp"
+#include "log/access_log.hpp"
+#include "log/log.hpp"
+#include "plugin/loader.hpp"
+#include "router.hpp"
+#include "worker.hpp"
+
+#include <csignal>
+#include <sys/resource.h>
+#include <uv.h>
+
+namespace trellis {
+namespace {
+
+std::unique_ptr<Router> build_router(const Config &config, PluginSet &plugins) {
+    std::vector<Route> routes;
+    for (const RouteConfig &rc : config.routes)
+        routes.push_back(Route{rc.host, rc.prefix, plugins.find(rc.plugin)});
+    return std::make_unique<Router>(std::move(routes));
+}
+
+// Each connection needs a descriptor; raise the soft limit as far as the hard one allows.
+void raise_fd_limit(uint32_t max_connections) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
+        return;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    TRELLIS_LOG_DEBUG("file descriptor limit: %lu", static_cast<unsigned long>(limit.rlim_cur));
+    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < static_cast<rlim_t>(max_connections) + 64)
+        TRELLIS_LOG_WARN("file descriptor limit %lu is below limits.max_connections (%u) plus a margin; "
+                         "accepts pause when descriptors run out",
+                         static_cast<unsigned long>(limit.rlim_cur), max_connections);
+}
+
+struct MainLoop {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    uv_async_t worker_exited;
+    std::vector<std::unique_ptr<Worker>> *workers;
+    std::atomic<size_t> exited{0};
+    bool stopping = false;
+};
+
+void stop_workers(MainLoop &main) {
+    if (main.stopping)
+        return;
+    main.stopping = true;
+    for (auto &worker : *main.workers)
+        worker->stop();
+}
+
+} // namespace
+
+void check_configuration(const Config &config) {
+    PluginSet plugins;
+    plugins.load(config.plugins, config.base_dir);
+}
+
+Server::Server(Config config) : config_(std::move(config)) {}
+
+Server::~Server() {
+    for (auto &worker : workers_)
+        worker->join();
+    workers_.clear();
+    router_.reset();
+    plugins_.reset(); // after every worker: hooks must not outlive their library
+}
+
+void Server::start() {
+    LogLevel level = LogLevel::Info;
+    parse_log_level(config_.log_level, level);
+    set_log_level(level);
+    raise_fd_limit(config_.limits.max_connections);
+
+    plugins_ = std::make_unique<PluginSet>();
+    plugins_->load(config_.plugins, config_.base_dir);
+    router_ = build_router(config_, *plugins_);
+    if (config_.access_log != "off") {
+        try {
+            access_log_ = std::make_unique<AccessLog>(config_.access_log);
+        } catch (const std::exception &e) {
+            throw StartupError(e.what());
+        }
+    }
+    for (unsigned i = 0; i < config_.workers; ++i)
+        workers_.push_back(std::make_unique<Worker>(i, config_, router_.get(), plugins_.get(), access_log_.get(),
+                                                    &open_connections_));
+    for (const ListenConfig &listen : config_.listen) {
+        uint16_t port = listen.port;
+        for (auto &worker : workers_)
+            port = worker->listen(listen, port);
+        TRELLIS_LOG_INFO("listening on %s", listener_url(listen, port).c_str());
+    }
+}
+
+int Server::run() {
+    MainLoop main;
+    main.workers = &workers_;
+    uv_loop_init(&main.loop);
+    main.sigint.data = main.sigterm.data = main.worker_exited.data = &main;
+    uv_signal_init(&main.loop, &main.sigint);
+    uv_signal_init(&main.loop, &main.sigterm);
+    auto on_signal = [](uv_signal_t *handle, int signum) {
+        TRELLIS_LOG_INFO("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+        stop_workers(*static_cast<MainLoop *>(handle->data));
+    };
+    uv_signal_start(&main.sigint, on_signal, SIGINT);
+    uv_signal_start(&main.sigterm, on_signal, SIGTERM);
+    uv_async_init(&main.loop, &main.worker_exited, [](uv_async_t *handle) {
+        auto &m = *static_cast<MainLoop *>(handle->data);
+        // A worker that exits on its own (a plugin failed to start) takes the others with it.
+        stop_workers(m);
+        if (m.exited.load() == m.workers->size()) {
+            uv_close(reinterpret_cast<uv_handle_t *>(&m.sigint), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t *>(&m.sigterm), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t *>(&m.worker_exited), nullptr);
+        }
+    });
+    for (auto &worker : workers_)
+        worker->start(
+            [](void *data) {
+                auto &m = *static_cast<MainLoop *>(data);
+                m.exited.fetch_add(1);
+                uv_async_send(&m.worker_exited);
+            },
+            &main);
+    uv_run(&main.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&main.loop);
+    bool ok = true;
+    for (auto &worker : workers_) {
+        worker->join();
+        ok = ok && worker->started_ok();
+    }
+    TRELLIS_LOG_INFO("stopped");
+    return ok ? 0 : 1;
+}
+
+} // namespace trellis

@@ -1,0 +1,134 @@
+#include "worker.hpp"
+
+#include "connection.hpp"
+#include "listener.hpp"
+#include "log/log.hpp"
+#include "plugin/loader.hpp"
+
+#include <cstring>
+
+namespace trellis {
+
+Worker::Worker(unsigned index, const Config &config, const Router *router, PluginSet *plugins,
+               AccessLog *access_log, std::atomic<uint32_t> *open_connections)
+    : index_(index), shutdown_timeout_ms_(config.limits.shutdown_timeout_ms), plugins_(plugins) {
+    uv_loop_init(&loop_);
+    context_ = std::make_unique<WorkerContext>(&loop_, index, config.limits, access_log, open_connections);
+    context_->router = router;
+    context_->on_drained = [](void *data) { static_cast<Worker *>(data)->on_drained(); };
+    context_->on_drained_data = this;
+    uv_async_init(&loop_, &stop_async_, uv_on_stop);
+    stop_async_.data = this;
+    uv_timer_init(&loop_, &shutdown_timer_);
+    shutdown_timer_.data = this;
+}
+
+Worker::~Worker() {
+    if (thread_.joinable())
+        thread_.join();
+}
+
+uint16_t Worker::listen(const ListenConfig &config, uint16_t port) {
+    Listener *listener = Listener::open(*context_, config, port);
+    listeners_.push_back(listener);
+    return listener->port();
+}
+
+void Worker::start(void (*on_exit)(void *), void *data) {
+    on_exit_ = on_exit;
+    on_exit_data_ = data;
+    thread_ = std::thread([this] { run(); });
+}
+
+void Worker::stop() { uv_async_send(&stop_async_); }
+
+void Worker::join() {
+    if (thread_.joinable())
+        thread_.join();
+}
+
+void Worker::run() {
+    size_t started = 0;
+    auto &instances = plugins_->instances();
+    for (; started < instances.size(); ++started) {
+        PluginInstance &p = *instances[started];
+        if (p.has(offsetof(trellis_plugin, on_worker_start) + sizeof(void *)) && p.plugin->on_worker_start &&
+            p.plugin->on_worker_start(p.instance, index_) != TRELLIS_OK) {
+            TRELLIS_LOG_ERROR("plugin \"%s\": on_worker_start failed on worker %u; stopping", p.name().c_str(),
+                              index_);
+            started_ok_ = false;
+            break;
+        }
+    }
+    if (!started_ok_)
+        on_stop();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    for (size_t i = started; i-- > 0;) {
+        PluginInstance &p = *instances[i];
+        if (p.has(offsetof(trellis_plugin, on_worker_stop) + sizeof(void *)) && p.plugin->on_worker_stop)
+            p.plugin->on_worker_stop(p.instance, index_);
+    }
+    // Every handle is closed through uv_close; the loop must then close cleanly.
+    context_->access_log.close();
+    context_->timeouts.close();
+    uv_walk(
+        &loop_,
+        [](uv_handle_t *handle, void *) {
+            if (!uv_is_closing(handle))
+                uv_close(handle, nullptr);
+        },
+        nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&loop_);
+    if (rc != 0)
+        TRELLIS_LOG_ERROR("worker %u: event loop did not close cleanly: %s", index_, uv_err_name(rc));
+    if (on_exit_)
+        on_exit_(on_exit_data_);
+}
+
+void Worker::uv_on_stop(uv_async_t *async) noexcept { static_cast<Worker *>(async->data)->on_stop(); }
+
+void Worker::on_stop() {
+    if (stopping_)
+        return;
+    stopping_ = true;
+    context_->draining = true;
+    for (Listener *listener : listeners_)
+        listener->close();
+    listeners_.clear();
+    uv_close(reinterpret_cast<uv_handle_t *>(&stop_async_), nullptr);
+    close_all_connections(false);
+    if (context_->connections == 0) {
+        on_drained();
+        return;
+    }
+    uv_timer_start(&shutdown_timer_, uv_on_shutdown_timeout, shutdown_timeout_ms_, 0);
+}
+
+void Worker::close_all_connections(bool force) {
+    // Every connection sits on exactly one timeout list; collect first, since closing unlinks.
+    std::vector<Connection *> all;
+    for (int i = 0; i < Timeouts::kLists; ++i)
+        for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next)
+            all.push_back(static_cast<Connection *>(node));
+    for (Connection *connection : all) {
+        if (force)
+            connection->abort();
+        else
+            connection->begin_drain();
+    }
+}
+
+void Worker::on_drained() {
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t *>(&shutdown_timer_)))
+        uv_close(reinterpret_cast<uv_handle_t *>(&shutdown_timer_), nullptr);
+}
+
+void Worker::uv_on_shutdown_timeout(uv_timer_t *timer) noexcept {
+    auto *self = static_cast<Worker *>(timer->data);
+    TRELLIS_LOG_WARN("worker %u: shutdown timeout; closing %zu connection(s)", self->index_,
+                     self->context_->connections);
+    self->close_all_connections(true);
+}
+
+} // namespace trellis

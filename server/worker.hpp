@@ -1,0 +1,62 @@
+// One worker: a thread running its own uv_loop_t with its own listening sockets and connections.
+// Nothing on the request path is shared with other workers except read-only configuration.
+#pragma once
+
+#include "config/config.hpp"
+#include "worker_context.hpp"
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+namespace trellis {
+
+class Listener;
+class PluginSet;
+class Router;
+
+class Worker {
+  public:
+    Worker(unsigned index, const Config &config, const Router *router, PluginSet *plugins, AccessLog *access_log,
+           std::atomic<uint32_t> *open_connections);
+    ~Worker();
+    Worker(const Worker &) = delete;
+    Worker &operator=(const Worker &) = delete;
+
+    // Main thread, before start(): opens a listener. Returns the bound port (the real one when
+    // `port` is 0). Throws StartupError.
+    uint16_t listen(const ListenConfig &config, uint16_t port);
+    // Starts the thread. `on_exit` is called on that thread after its loop has closed.
+    void start(void (*on_exit)(void *data), void *data);
+    // Any thread: stop accepting, finish in-flight responses, close idle connections, exit
+    // (forcibly after limits.shutdown_timeout_ms).
+    void stop();
+    void join();
+    // False if a plugin's on_worker_start failed.
+    bool started_ok() const { return started_ok_.load(); }
+
+  private:
+    void run();
+    void on_stop();
+    void close_all_connections(bool force);
+    void on_drained();
+    static void uv_on_stop(uv_async_t *async) noexcept;
+    static void uv_on_shutdown_timeout(uv_timer_t *timer) noexcept;
+
+    unsigned index_;
+    uint32_t shutdown_timeout_ms_;
+    PluginSet *plugins_;
+    uv_loop_t loop_;
+    std::unique_ptr<WorkerContext> context_;
+    std::vector<Listener *> listeners_;
+    uv_async_t stop_async_;
+    uv_timer_t shutdown_timer_;
+    bool stopping_ = false;
+    std::atomic<bool> started_ok_{true};
+    void (*on_exit_)(void *) = nullptr;
+    void *on_exit_data_ = nullptr;
+    std::thread thread_;
+};
+
+} // namespace trellis
