@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Memory per idle keep-alive connection, trellis and nginx side by side.
+
+Opens N connections to each server, sends one request on each (so every connection has been
+through a full request/response cycle, as a real keep-alive client has), then measures how much
+the server's resident memory grew, divided by N. Usage:
+
+    bench/idle_memory.py [N]          (default 10000; needs build/trellis and nginx)
+"""
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def children(pid):
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} never opened")
+
+
+def measure(port, pids_fn):
+    request = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
+    before = rss_kib(pids_fn())
+    socks = []
+    for _ in range(N):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(request)
+        socks.append(s)
+    for s in socks:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+    time.sleep(1.0)  # let the servers settle after the last response (not a synchronisation)
+    after = rss_kib(pids_fn())
+    for s in socks:
+        s.close()
+    return (after - before) * 1024 / N
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tmp = tempfile.mkdtemp()
+    results = {}
+    try:
+        port = free_port()
+        config = os.path.join(tmp, "trellis.json")
+        with open(config, "w") as f:
+            f.write('{"workers": 1, "plugin_dir": "%s/build/plugins", "listen": [{"address": "127.0.0.1", '
+                    '"port": %d}], "limits": {"max_connections": %d}, "plugins": [{"name": "hello", '
+                    '"path": "hello"}], "routes": [{"prefix": "/", "plugin": "hello"}], "access_log": "off"}'
+                    % (ROOT, port, N + 100))
+        server = subprocess.Popen([os.path.join(ROOT, "build/trellis"), "--config", config],
+                                  stderr=subprocess.DEVNULL)
+        wait_port(port)
+        results["trellis"] = measure(port, lambda: [server.pid])
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        if os.path.exists(nginx):
+            port = free_port()
+            prefix = os.path.join(tmp, "nginx")
+            os.makedirs(os.path.join(prefix, "logs"))
+            with open(os.path.join(prefix, "nginx.conf"), "w") as f:
+                f.write("daemon off; worker_processes 1; error_log %s/logs/error.log; pid %s/nginx.pid;\n"
+                        "events { worker_connections %d; }\n"
+                        "http { access_log off; keepalive_timeout 300s; keepalive_requests 100000;\n"
+                        "  client_body_temp_path %s/tmp; proxy_temp_path %s/tmp; fastcgi_temp_path %s/tmp;\n"
+                        "  uwsgi_temp_path %s/tmp; scgi_temp_path %s/tmp;\n"
+                        "  server { listen 127.0.0.1:%d; location / { return 200 'Hello, World!'; } } }\n"
+                        % ((prefix, prefix, N + 100) + (prefix,) * 5 + (port,)))
+            master = subprocess.Popen([nginx, "-p", prefix, "-c", os.path.join(prefix, "nginx.conf")],
+                                      stderr=subprocess.DEVNULL)
+            wait_port(port)
+            results["nginx"] = measure(port, lambda: children(master.pid))
+            master.send_signal(signal.SIGQUIT)
+            master.wait(timeout=20)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"idle keep-alive connections: {N}")
+    for name, per in results.items():
+        print(f"{name}: {per:.0f} bytes per idle connection (RSS growth / N)")
+    if "nginx" in results and results["nginx"] > 0:
+        print(f"ratio trellis/nginx: {results['trellis'] / results['nginx']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
