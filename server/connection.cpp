@@ -325,6 +325,10 @@ void Connection::on_read(size_t n) {
     if (lingering_)
         return;
     session_->read_end += n;
+    // Any bytes restart the keep-alive clock, even when they complete a request at once and the
+    // connection is idle again before update_timeout looks.
+    if (list == &worker_.timeout_list(kKeepaliveTimeout))
+        TimeoutList::remove(*this);
     process_input();
     update_timeout();
 }
@@ -367,8 +371,12 @@ bool Connection::parse_step() {
     llhttp_errno_t err = llhttp_execute(&s.parser, base + s.parse_pos, s.read_end - s.parse_pos);
     if (err == HPE_OK) {
         s.parse_pos = s.read_end;
-        // A head that keeps growing is refused before it fills the buffer.
-        if (s.in_message && !s.in_body && s.read_end - s.request_start > worker_.limits().max_header_bytes) {
+        if (s.in_message && !s.in_body && is_http09_request_line()) {
+            s.error_status = 505;
+            err = HPE_USER;
+        } else if (s.in_message && !s.in_body &&
+                   s.read_end - s.request_start > worker_.limits().max_header_bytes) {
+            // A head that keeps growing is refused before it fills the buffer.
             s.error_status = (s.request.header_count == 0 && !s.in_header_field) ? 414 : 431;
             err = HPE_USER;
         } else {
@@ -397,6 +405,19 @@ bool Connection::parse_step() {
     s.request.is_head = false;
     respond_error(status);
     return false;
+}
+
+bool Connection::is_http09_request_line() const {
+    // "GET /\r\n" is a whole HTTP/0.9 request, but llhttp decides only on the byte after the
+    // CRLF, which an HTTP/0.9 client never sends: recognise it here instead of at the header
+    // timeout.
+    const ActiveSession &s = *session_;
+    const Request &r = s.request;
+    if (r.header_count != 0 || r.target.length == 0)
+        return false;
+    size_t after = r.target.offset + r.target.length;
+    std::string_view tail(s.read_buffer.get() + after, s.read_end - after);
+    return tail == "\r\n" || tail == "\n";
 }
 
 int Connection::status_for_parse_error(llhttp_errno_t err) const {

@@ -92,6 +92,7 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void dispatch();
     void compact_read_buffer();
     int status_for_parse_error(llhttp_errno_t err) const;
+    bool is_http09_request_line() const;
     // Output.
     void write_head(int status, uint64_t content_length, bool with_length);
     void append_body(std::string_view body);

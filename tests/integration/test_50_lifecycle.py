@@ -1,0 +1,237 @@
+"""Tier 50: start-up logging, graceful shutdown, multiple workers, access log."""
+
+import os
+import re
+import signal
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree free of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import (LOG_LINE_RE, Conn, TrellisTestCase, base_config, build_request,  # noqa: E402
+                     parse_responses, sha256, wait_for)
+
+BIG_SIZE = 20 * 1024 * 1024
+
+ACCESS_RE = re.compile(
+    r'^127\.0\.0\.1 - - \[(\d{2})/(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/(\d{4}):'
+    r'(\d{2}):(\d{2}):(\d{2}) \+0000\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+|-) '
+    r'"(?P<referer>[^"]*)" "(?P<agent>[^"]*)"$')
+
+
+class StartupLog(TrellisTestCase):
+    def test_log_format_and_listening_line(self):
+        s = self.start_server()
+        lines = [ln for ln in s.stderr_text().splitlines() if ln.strip()]
+        self.assertTrue(lines)
+        for ln in lines:
+            self.assertRegex(ln, LOG_LINE_RE)
+        listening = [ln for ln in lines if "listening on" in ln]
+        self.assertEqual(len(listening), 1, lines)
+        self.assertRegex(listening[0], r"\[info\] listening on http://127\.0\.0\.1:\d+$")
+        self.assertNotEqual(s.port, 0)
+
+    def test_workers_auto(self):
+        s = self.start_server(base_config(workers="auto"))
+        r = s.get("/hello")
+        self.assertEqual(r.status, 200)
+
+
+class Shutdown(TrellisTestCase):
+    def test_sigterm_idle_server_exits_zero(self):
+        s = self.start_server()
+        self.assertEqual(s.get("/hello").status, 200)
+        t0 = time.monotonic()
+        code = s.stop(signal.SIGTERM, timeout=5)
+        self.assertEqual(code, 0, s.stderr_text())
+        self.assertLess(time.monotonic() - t0, 3.0)
+
+    def test_sigterm_lets_in_flight_response_complete(self):
+        data = os.urandom(BIG_SIZE)
+
+        def add_big(s):
+            (s.www / "big.bin").write_bytes(data)
+        s = self.start_server(base_config(limits={"shutdown_timeout_ms": 15000,
+                                                  "send_timeout_ms": 15000}),
+                              prepare=add_big)
+        c = self.conn(s, timeout=20, rcvbuf=32 * 1024)
+        c.request("GET", "/big.bin")
+        head = c.read_head()
+        self.assertEqual(head.status, 200, head)
+        self.assertEqual(head.header("Content-Length"), str(BIG_SIZE))
+        s.send_signal(signal.SIGTERM)
+        # a slow reader: the response cannot have been sent yet, the server must wait for it
+        time.sleep(0.5)
+        self.assertTrue(s.running(), "the server exited with a response still in flight")
+        body = c.read_exact(BIG_SIZE, timeout=20)
+        self.assertEqual(len(body), BIG_SIZE, "in-flight response was cut short")
+        self.assertEqual(sha256(body), sha256(data))
+        code = s.wait_exit(10)
+        self.assertIsNotNone(code, "the server did not exit after the in-flight response")
+        self.assertEqual(code, 0)
+
+    def test_sigterm_closes_idle_keepalive_connections(self):
+        s = self.start_server(base_config(limits={"shutdown_timeout_ms": 2000,
+                                                  "keepalive_timeout_ms": 60000}))
+        conns = [self.conn(s) for _ in range(3)]
+        for c in conns:
+            c.request("GET", "/hello")
+            self.assertEqual(c.read_response().status, 200)
+        t0 = time.monotonic()
+        s.send_signal(signal.SIGTERM)
+        for c in conns:
+            _, closed = c.read_until_closed(4)
+            self.assertTrue(closed, "idle keep-alive connection not closed on SIGTERM")
+        code = s.wait_exit(4)
+        elapsed = time.monotonic() - t0
+        self.assertIsNotNone(code, "did not exit")
+        self.assertEqual(code, 0)
+        self.assertLess(elapsed, 2.0 + 1.0, "shutdown took longer than shutdown_timeout_ms")
+
+    def test_shutdown_timeout_bounds_a_stalled_client(self):
+        data = os.urandom(BIG_SIZE)
+
+        def add_big(s):
+            (s.www / "big.bin").write_bytes(data)
+        s = self.start_server(base_config(limits={"shutdown_timeout_ms": 500,
+                                                  "send_timeout_ms": 60000}),
+                              prepare=add_big)
+        c = self.conn(s, timeout=10, rcvbuf=16 * 1024)
+        c.request("GET", "/big.bin")
+        self.assertEqual(c.read_head().status, 200)
+        t0 = time.monotonic()
+        s.send_signal(signal.SIGTERM)
+        code = s.wait_exit(5)  # the client never reads: only the shutdown timeout ends this
+        self.assertIsNotNone(code, "a stalled client kept the server alive past shutdown_timeout_ms")
+        self.assertLess(time.monotonic() - t0, 0.5 + 2.0)
+
+
+class Workers(TrellisTestCase):
+    def test_two_workers_many_connections(self):
+        s = self.start_server(base_config(workers=2))
+        errors = []
+        ok = []
+
+        def client(n):
+            try:
+                with Conn(s.port, timeout=10) as c:
+                    for i in range(5):
+                        c.request("GET", f"/echo/c{n}/r{i}")
+                        r = c.read_response()
+                        if r.status != 200 or r.json()["path"] != f"/echo/c{n}/r{i}":
+                            errors.append((n, i, r))
+                            return
+                    c.request("GET", "/hello")
+                    r = c.read_response()
+                    if r.body != b"Hello, World!":
+                        errors.append((n, "hello", r))
+                        return
+                ok.append(n)
+            except Exception as e:  # noqa: BLE001
+                errors.append((n, repr(e)))
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(60)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(errors, [])
+        self.assertEqual(sorted(ok), list(range(60)))
+        self.assertEqual(s.stop(), 0)
+
+    def test_two_workers_pipelines_in_parallel(self):
+        s = self.start_server(base_config(workers=2))
+        results = {}
+
+        def client(n):
+            with Conn(s.port, timeout=10) as c:
+                c.send(b"".join(build_request("GET", f"/echo/{n}/{i}") for i in range(16)))
+                results[n] = [c.read_response().json()["path"] for _ in range(16)]
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for n in range(8):
+            self.assertEqual(results.get(n), [f"/echo/{n}/{i}" for i in range(16)])
+
+
+class AccessLog(TrellisTestCase):
+    def wait_lines(self, path, count, timeout=5.0):
+        def get():
+            if not path.exists():
+                return None
+            lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+            return lines if len(lines) >= count else None
+        lines = wait_for(get, timeout)
+        self.assertIsNotNone(lines, f"access log {path} did not get {count} line(s): "
+                                    f"{path.read_text() if path.exists() else '(missing)'}")
+        return lines
+
+    def test_access_log_file_combined_format(self):
+        log = self.tmp / "access.log"
+        s = self.start_server(base_config(access_log=str(log)))
+        before = time.time()
+        r = s.curl("/hello")
+        self.assertEqual(r.status, 200, r)
+        lines = self.wait_lines(log, 1)
+        self.assertEqual(len(lines), 1, lines)
+        m = ACCESS_RE.match(lines[0])
+        self.assertIsNotNone(m, f"not combined log format: {lines[0]!r}")
+        self.assertEqual(m["request"], "GET /hello HTTP/1.1")
+        self.assertEqual(m["status"], "200")
+        self.assertEqual(m["bytes"], "13")
+        self.assertEqual(m["referer"], "-")
+        self.assertRegex(m["agent"], r"^curl/\d")
+        stamp = time.strptime(lines[0].split("[", 1)[1].split("]", 1)[0], "%d/%b/%Y:%H:%M:%S +0000")
+        self.assertLess(abs(harness.calendar.timegm(stamp) - before), 30)
+
+    def test_access_log_referer_agent_status(self):
+        log = self.tmp / "access.log"
+        s = self.start_server(base_config(access_log=str(log)))
+        s.curl("/missing.html", "-e", "http://ref.test/page", "-A", "itest-agent/2.0")
+        s.curl("/echo/q?x=1", "--data-binary", "abc")
+        lines = self.wait_lines(log, 2)
+        m1 = ACCESS_RE.match(lines[0])
+        self.assertIsNotNone(m1, lines[0])
+        self.assertEqual(m1["request"], "GET /missing.html HTTP/1.1")
+        self.assertEqual(m1["status"], "404")
+        self.assertEqual(m1["referer"], "http://ref.test/page")
+        self.assertEqual(m1["agent"], "itest-agent/2.0")
+        m2 = ACCESS_RE.match(lines[1])
+        self.assertIsNotNone(m2, lines[1])
+        self.assertEqual(m2["request"], "POST /echo/q?x=1 HTTP/1.1")
+        self.assertEqual(m2["status"], "200")
+
+    def test_access_log_stdout(self):
+        s = self.start_server(base_config(access_log="-"))
+        s.curl("/hello")
+
+        def got():
+            return [ln for ln in s.stdout_text().splitlines() if '"GET /hello HTTP/1.1"' in ln]
+        lines = wait_for(got, 5)
+        self.assertTrue(lines, f"no access log line on stdout: {s.stdout_text()!r}")
+        self.assertRegex(lines[0], ACCESS_RE)
+
+    def test_access_log_off(self):
+        s = self.start_server(base_config(access_log="off"))
+        s.curl("/hello")
+        self.assertEqual(s.stop(), 0)
+        self.assertEqual(s.stdout_text(), "")
+        self.assertNotIn("GET /hello", s.stderr_text())
+
+    def test_access_log_flushed_on_shutdown(self):
+        log = self.tmp / "access.log"
+        s = self.start_server(base_config(access_log=str(log)))
+        for i in range(5):
+            s.get(f"/echo/{i}")
+        self.assertEqual(s.stop(), 0)
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+        self.assertEqual(len(lines), 5, lines)
+
+
+if __name__ == "__main__":
+    harness.main()
