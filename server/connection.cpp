@@ -26,7 +26,9 @@ constexpr uint64_t kInlineFileBytes = 64 * 1024;
 constexpr uint64_t kLingerMs = 2000;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
-Connection *from_parser(llhttp_t *p) { return static_cast<Connection *>(p->data); }
+Connection *from_parser(llhttp_t *p) {
+    return static_cast<Connection *>(p->data);
+}
 
 bool is_tchar(unsigned char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -442,8 +444,10 @@ int Connection::status_for_parse_error(llhttp_errno_t err) const {
             return 505;
         return 400;
     }
-    case HPE_INVALID_TRANSFER_ENCODING: return 400;
-    default: return 400;
+    case HPE_INVALID_TRANSFER_ENCODING:
+        return 400;
+    default:
+        return 400;
     }
 }
 
@@ -756,7 +760,7 @@ void Connection::dispatch() {
         const Route &route = router->route(index);
         r.route = &route;
         r.path_below = std::string_view(r.path).substr(route.prefix.back() == '/' ? route.prefix.size() - 1
-                                                                                   : route.prefix.size());
+                                                                                  : route.prefix.size());
         if (r.path_below.empty())
             r.path_below = "/";
         PluginInstance *plugin = route.plugin;
@@ -966,7 +970,8 @@ void Connection::flush() {
         OutSegment &segment = s.segments[s.segment_index];
         ssize_t n;
         if (segment.fd >= 0) {
-            n = transport_->send_file(segment.fd, static_cast<int64_t>(segment.begin), segment.end - segment.begin);
+            n = transport_->send_file(segment.fd, static_cast<int64_t>(segment.begin),
+                                      segment.end - segment.begin);
         } else {
             struct iovec iov[kMaxIov];
             int count = 0;

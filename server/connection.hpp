@@ -127,9 +127,9 @@ class Connection final : public TimeoutNode, public TransportEvents {
     ActiveSession *session_ = nullptr;
     sockaddr_in6 peer_; // AF_INET peers are stored as sockaddr_in in the same bytes
     uint16_t callback_depth_ = 0;
-    bool keep_alive_ = true;        // of the request being answered
+    bool keep_alive_ = true;         // of the request being answered
     bool close_after_flush_ = false; // no more requests on this connection
-    bool peer_done_ = false;        // the peer sent EOF
+    bool peer_done_ = false;         // the peer sent EOF
     bool closed_ = false;
     bool lingering_ = false;
     bool write_blocked_ = false;

@@ -89,8 +89,8 @@ void Server::start() {
         }
     }
     for (unsigned i = 0; i < config_.workers; ++i)
-        workers_.push_back(std::make_unique<Worker>(i, config_, router_.get(), plugins_.get(), access_log_.get(),
-                                                    &open_connections_));
+        workers_.push_back(std::make_unique<Worker>(i, config_, router_.get(), plugins_.get(),
+                                                    access_log_.get(), &open_connections_));
     for (const ListenConfig &listen : config_.listen) {
         uint16_t port = listen.port;
         for (auto &worker : workers_)

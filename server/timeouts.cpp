@@ -57,7 +57,9 @@ void Timeouts::close() {
     uv_close(reinterpret_cast<uv_handle_t *>(&timer_), nullptr);
 }
 
-void Timeouts::uv_on_timer(uv_timer_t *timer) noexcept { static_cast<Timeouts *>(timer->data)->on_timer(); }
+void Timeouts::uv_on_timer(uv_timer_t *timer) noexcept {
+    static_cast<Timeouts *>(timer->data)->on_timer();
+}
 
 void Timeouts::on_timer() {
     armed_for_ = 0;

@@ -40,7 +40,9 @@ void Worker::start(void (*on_exit)(void *), void *data) {
     thread_ = std::thread([this] { run(); });
 }
 
-void Worker::stop() { uv_async_send(&stop_async_); }
+void Worker::stop() {
+    uv_async_send(&stop_async_);
+}
 
 void Worker::join() {
     if (thread_.joinable())
@@ -54,8 +56,8 @@ void Worker::run() {
         PluginInstance &p = *instances[started];
         if (p.has(offsetof(trellis_plugin, on_worker_start) + sizeof(void *)) && p.plugin->on_worker_start &&
             p.plugin->on_worker_start(p.instance, index_) != TRELLIS_OK) {
-            TRELLIS_LOG_ERROR("plugin \"%s\": on_worker_start failed on worker %u; stopping", p.name().c_str(),
-                              index_);
+            TRELLIS_LOG_ERROR("plugin \"%s\": on_worker_start failed on worker %u; stopping",
+                              p.name().c_str(), index_);
             started_ok_ = false;
             break;
         }
@@ -86,7 +88,9 @@ void Worker::run() {
         on_exit_(on_exit_data_);
 }
 
-void Worker::uv_on_stop(uv_async_t *async) noexcept { static_cast<Worker *>(async->data)->on_stop(); }
+void Worker::uv_on_stop(uv_async_t *async) noexcept {
+    static_cast<Worker *>(async->data)->on_stop();
+}
 
 void Worker::on_stop() {
     if (stopping_)

@@ -18,8 +18,8 @@ class Router;
 
 class Worker {
   public:
-    Worker(unsigned index, const Config &config, const Router *router, PluginSet *plugins, AccessLog *access_log,
-           std::atomic<uint32_t> *open_connections);
+    Worker(unsigned index, const Config &config, const Router *router, PluginSet *plugins,
+           AccessLog *access_log, std::atomic<uint32_t> *open_connections);
     ~Worker();
     Worker(const Worker &) = delete;
     Worker &operator=(const Worker &) = delete;

@@ -6,7 +6,9 @@ namespace trellis {
 
 namespace {
 // Room for the largest head we accept plus what arrives behind it in the same read.
-size_t read_buffer_size(const Limits &limits) { return limits.max_header_bytes + 4096; }
+size_t read_buffer_size(const Limits &limits) {
+    return limits.max_header_bytes + 4096;
+}
 } // namespace
 
 WorkerContext::WorkerContext(uv_loop_t *loop, unsigned index, const Limits &limits, AccessLog *sink,

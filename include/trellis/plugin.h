@@ -104,12 +104,10 @@ typedef struct trellis_host {
     /* HTTP version: 10 for HTTP/1.0, 11 for HTTP/1.1. */
     int (*request_version)(const trellis_request *req);
     /* First header named `name` (case-insensitive). Returns 1 and sets *value, or 0. */
-    int (*request_header)(const trellis_request *req, const char *name, size_t name_len,
-                          trellis_str *value);
+    int (*request_header)(const trellis_request *req, const char *name, size_t name_len, trellis_str *value);
     /* Number of header lines, and the i-th one in arrival order (returns 0 past the end). */
     size_t (*request_header_count)(const trellis_request *req);
-    int (*request_header_at)(const trellis_request *req, size_t index, trellis_str *name,
-                             trellis_str *value);
+    int (*request_header_at)(const trellis_request *req, size_t index, trellis_str *name, trellis_str *value);
     /* The whole request body, de-chunked (empty when none). Bodies are buffered up to
      * limits.max_body_bytes before on_request is called. */
     trellis_str (*request_body)(const trellis_request *req);
@@ -152,7 +150,7 @@ typedef struct trellis_host {
 
 /* True when the running host has the field `field` (for plugins built against a newer header
  * than the server they run in). */
-#define TRELLIS_HOST_HAS(host, field)                                                              \
+#define TRELLIS_HOST_HAS(host, field)                                                                        \
     ((host)->struct_size >= offsetof(trellis_host, field) + sizeof((host)->field))
 
 /*

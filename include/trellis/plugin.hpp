@@ -39,7 +39,9 @@ class Host {
   public:
     Host(const trellis_host *host, trellis_plugin_ctx *ctx) : host_(host), ctx_(ctx) {}
     const trellis_host *raw() const { return host_; }
-    void log(trellis_log_level level, const std::string &message) const { host_->log(ctx_, level, message.c_str()); }
+    void log(trellis_log_level level, const std::string &message) const {
+        host_->log(ctx_, level, message.c_str());
+    }
     // Resolves a relative path from the plugin's config against the configuration's directory.
     std::string resolve(std::string_view path) const {
         if (!path.empty() && path.front() == '/')
@@ -116,7 +118,9 @@ template <class P> struct Instance {
     P plugin;
 };
 
-template <class P> Instance<P> *self(void *instance) { return static_cast<Instance<P> *>(instance); }
+template <class P> Instance<P> *self(void *instance) {
+    return static_cast<Instance<P> *>(instance);
+}
 
 template <class P>
 int create(const trellis_host *host, trellis_plugin_ctx *ctx, const char *config, size_t config_len,
@@ -133,7 +137,9 @@ int create(const trellis_host *host, trellis_plugin_ctx *ctx, const char *config
     return TRELLIS_ERROR;
 }
 
-template <class P> void destroy(void *instance) { delete self<P>(instance); }
+template <class P> void destroy(void *instance) {
+    delete self<P>(instance);
+}
 
 template <class P> int on_request(void *instance, trellis_request *req) {
     Instance<P> *s = self<P>(instance);
@@ -182,9 +188,9 @@ template <class P> const trellis_plugin *descriptor(const char *name, const char
         d.create = create<P>;
         d.destroy = destroy<P>;
         d.on_request = on_request<P>;
-        if constexpr (requires(P &p) { p.on_worker_start(0u); })
+        if constexpr (requires(P & p) { p.on_worker_start(0u); })
             d.on_worker_start = on_worker_start<P>;
-        if constexpr (requires(P &p) { p.on_worker_stop(0u); })
+        if constexpr (requires(P & p) { p.on_worker_stop(0u); })
             d.on_worker_stop = on_worker_stop<P>;
         return d;
     }();
@@ -195,9 +201,9 @@ template <class P> const trellis_plugin *descriptor(const char *name, const char
 } // namespace trellis
 
 // Exports the entry symbol for plugin class `Class`.
-#define TRELLIS_PLUGIN(Class, name, version)                                                       \
-    extern "C" TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) {                   \
-        return ::trellis::detail::descriptor<Class>(name, version);                                \
+#define TRELLIS_PLUGIN(Class, name, version)                                                                 \
+    extern "C" TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) {                             \
+        return ::trellis::detail::descriptor<Class>(name, version);                                          \
     }
 
 #endif // TRELLIS_PLUGIN_HPP

@@ -40,7 +40,9 @@ static void put(buffer *b, const char *s, size_t n) {
     b->len += n;
 }
 
-static void put_cstr(buffer *b, const char *s) { put(b, s, strlen(s)); }
+static void put_cstr(buffer *b, const char *s) {
+    put(b, s, strlen(s));
+}
 
 static void put_json_string(buffer *b, trellis_str s) {
     put(b, "\"", 1);
@@ -88,14 +90,17 @@ static int echo_create(const trellis_host *host, trellis_plugin_ctx *ctx, const 
     return TRELLIS_OK;
 }
 
-static void echo_destroy(void *instance) { free(instance); }
+static void echo_destroy(void *instance) {
+    free(instance);
+}
 
 static int echo_on_request(void *instance, trellis_request *req) {
     const trellis_host *h = ((echo *)instance)->host;
     buffer b = {0};
     char peer[64];
     size_t peer_len = h->request_peer(req, peer, sizeof peer);
-    trellis_str version = h->request_version(req) == 10 ? (trellis_str){"HTTP/1.0", 8} : (trellis_str){"HTTP/1.1", 8};
+    trellis_str version =
+        h->request_version(req) == 10 ? (trellis_str){"HTTP/1.0", 8} : (trellis_str){"HTTP/1.1", 8};
 
     put(&b, "{", 1);
     put_field(&b, "method", h->request_method(req), 1);
@@ -144,4 +149,6 @@ static const trellis_plugin kEcho = {
     .on_request = echo_on_request,
 };
 
-TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) { return &kEcho; }
+TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) {
+    return &kEcho;
+}

@@ -29,7 +29,9 @@ static int hello_create(const trellis_host *host, trellis_plugin_ctx *ctx, const
     return TRELLIS_OK;
 }
 
-static void hello_destroy(void *instance) { free(instance); }
+static void hello_destroy(void *instance) {
+    free(instance);
+}
 
 /* Runs on a worker thread for each request routed here; answers at once. */
 static int hello_on_request(void *instance, trellis_request *req) {
@@ -54,4 +56,6 @@ static const trellis_plugin kHello = {
     .on_request = hello_on_request,
 };
 
-TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) { return &kHello; }
+TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) {
+    return &kHello;
+}

@@ -150,7 +150,8 @@ int create(const trellis_host *host, trellis_plugin_ctx *ctx, const char *config
         nlohmann::json config = nlohmann::json::parse(std::string_view(config_json, config_len));
         for (auto &item : config.items())
             if (item.key() != "root" && item.key() != "index")
-                return fail(err, err_len, "config: unknown key \"" + item.key() + "\" (expected root, index)");
+                return fail(err, err_len,
+                            "config: unknown key \"" + item.key() + "\" (expected root, index)");
         if (!config.contains("root") || !config["root"].is_string())
             return fail(err, err_len, "config: \"root\" must be a string (the directory to serve)");
         self->root = config["root"].get<std::string>();
@@ -200,4 +201,6 @@ const trellis_plugin kStatic = {
 
 } // namespace
 
-extern "C" TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) { return &kStatic; }
+extern "C" TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) {
+    return &kStatic;
+}

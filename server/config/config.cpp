@@ -164,8 +164,8 @@ PluginConfig parse_plugin(const Reader &r, const json &value, const std::string 
     PluginConfig plugin;
     plugin.name = r.nonempty_string(value["name"], ptr + "/name");
     std::string path = r.nonempty_string(value["path"], ptr + "/path");
-    plugin.file = path.find('/') == std::string::npos ? plugin_dir + "/" + path + ".so"
-                                                      : resolve_path(base_dir, path);
+    plugin.file =
+        path.find('/') == std::string::npos ? plugin_dir + "/" + path + ".so" : resolve_path(base_dir, path);
     plugin.config_json = "{}";
     if (value.contains("config"))
         plugin.config_json = r.object(value["config"], ptr + "/config").dump();
@@ -183,7 +183,8 @@ RouteConfig parse_route(const Reader &r, const json &value, const std::string &p
             if (c >= 'A' && c <= 'Z')
                 c = static_cast<char>(c - 'A' + 'a');
             if (c == '/' || c == ' ' || c == ':')
-                r.fail(ptr + "/host", "expected \"*\" or a host name without port, got \"" + route.host + "\"");
+                r.fail(ptr + "/host",
+                       "expected \"*\" or a host name without port, got \"" + route.host + "\"");
         }
     }
     if (!value.contains("prefix"))
@@ -237,8 +238,9 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     }
     Reader r(source_path);
     r.object(root, "");
-    r.only_keys(root, "",
-                {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level"});
+    r.only_keys(
+        root, "",
+        {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level"});
 
     Config config;
     config.source_path = source_path;
@@ -249,9 +251,9 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         config.workers = parse_workers(r, root["workers"]);
     else
         config.workers = parse_workers(r, "auto");
-    config.plugin_dir = resolve_path(config.base_dir, root.contains("plugin_dir")
-                                                          ? r.nonempty_string(root["plugin_dir"], "/plugin_dir")
-                                                          : std::string("build/plugins"));
+    config.plugin_dir = resolve_path(
+        config.base_dir, root.contains("plugin_dir") ? r.nonempty_string(root["plugin_dir"], "/plugin_dir")
+                                                     : std::string("build/plugins"));
     if (!root.contains("listen"))
         r.fail("", "missing key \"listen\" (a list of {\"address\", \"port\", \"transport\"})");
     const json &listen = r.array(root["listen"], "/listen");
@@ -286,7 +288,8 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         config.log_level = r.string(root["log_level"], "/log_level");
         LogLevel level;
         if (!parse_log_level(config.log_level, level))
-            r.fail("/log_level", "expected one of: debug, info, warn, error; got \"" + config.log_level + "\"");
+            r.fail("/log_level",
+                   "expected one of: debug, info, warn, error; got \"" + config.log_level + "\"");
     }
     return config;
 }

@@ -17,13 +17,20 @@ int hex_value(char c) {
 
 const char *path_error_text(PathError error) {
     switch (error) {
-    case PathError::None: return "ok";
-    case PathError::NotAbsolute: return "path does not start with '/'";
-    case PathError::BadEscape: return "malformed percent-escape in path";
-    case PathError::EncodedSlash: return "encoded '/' in path";
-    case PathError::Nul: return "NUL byte in path";
-    case PathError::Backslash: return "backslash in path";
-    case PathError::AboveRoot: return "path climbs above the root";
+    case PathError::None:
+        return "ok";
+    case PathError::NotAbsolute:
+        return "path does not start with '/'";
+    case PathError::BadEscape:
+        return "malformed percent-escape in path";
+    case PathError::EncodedSlash:
+        return "encoded '/' in path";
+    case PathError::Nul:
+        return "NUL byte in path";
+    case PathError::Backslash:
+        return "backslash in path";
+    case PathError::AboveRoot:
+        return "path climbs above the root";
     }
     return "bad path";
 }

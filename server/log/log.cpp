@@ -12,18 +12,26 @@ std::atomic<int> g_level{static_cast<int>(LogLevel::Info)};
 
 const char *level_name(LogLevel level) {
     switch (level) {
-    case LogLevel::Debug: return "debug";
-    case LogLevel::Info: return "info";
-    case LogLevel::Warn: return "warn";
-    case LogLevel::Error: return "error";
+    case LogLevel::Debug:
+        return "debug";
+    case LogLevel::Info:
+        return "info";
+    case LogLevel::Warn:
+        return "warn";
+    case LogLevel::Error:
+        return "error";
     }
     return "?";
 }
 
 } // namespace
 
-void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
-LogLevel log_level() { return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed)); }
+void set_log_level(LogLevel level) {
+    g_level.store(static_cast<int>(level));
+}
+LogLevel log_level() {
+    return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed));
+}
 
 bool parse_log_level(std::string_view text, LogLevel &out) {
     for (auto level : {LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error}) {

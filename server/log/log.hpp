@@ -19,10 +19,10 @@ void log_format(LogLevel level, const char *fmt, ...) __attribute__((format(prin
 
 } // namespace trellis
 
-#define TRELLIS_LOG(level, ...)                                                                    \
-    do {                                                                                           \
-        if (static_cast<int>(level) >= static_cast<int>(::trellis::log_level()))                   \
-            ::trellis::log_format(level, __VA_ARGS__);                                             \
+#define TRELLIS_LOG(level, ...)                                                                              \
+    do {                                                                                                     \
+        if (static_cast<int>(level) >= static_cast<int>(::trellis::log_level()))                             \
+            ::trellis::log_format(level, __VA_ARGS__);                                                       \
     } while (0)
 #define TRELLIS_LOG_DEBUG(...) TRELLIS_LOG(::trellis::LogLevel::Debug, __VA_ARGS__)
 #define TRELLIS_LOG_INFO(...) TRELLIS_LOG(::trellis::LogLevel::Info, __VA_ARGS__)

@@ -11,14 +11,28 @@
 namespace trellis {
 namespace {
 
-trellis_str to_str(std::string_view view) { return {view.data(), view.size()}; }
+trellis_str to_str(std::string_view view) {
+    return {view.data(), view.size()};
+}
 
-trellis_str request_method(const trellis_request *r) { return to_str(r->str(r->method)); }
-trellis_str request_target(const trellis_request *r) { return to_str(r->str(r->target)); }
-trellis_str request_path(const trellis_request *r) { return to_str(r->path); }
-trellis_str request_query(const trellis_request *r) { return to_str(r->str(r->query)); }
-trellis_str request_host(const trellis_request *r) { return to_str(r->host); }
-int request_version(const trellis_request *r) { return r->version; }
+trellis_str request_method(const trellis_request *r) {
+    return to_str(r->str(r->method));
+}
+trellis_str request_target(const trellis_request *r) {
+    return to_str(r->str(r->target));
+}
+trellis_str request_path(const trellis_request *r) {
+    return to_str(r->path);
+}
+trellis_str request_query(const trellis_request *r) {
+    return to_str(r->str(r->query));
+}
+trellis_str request_host(const trellis_request *r) {
+    return to_str(r->host);
+}
+int request_version(const trellis_request *r) {
+    return r->version;
+}
 
 int request_header(const trellis_request *r, const char *name, size_t name_len, trellis_str *value) {
     std::string_view found;
@@ -29,7 +43,9 @@ int request_header(const trellis_request *r, const char *name, size_t name_len, 
     return 1;
 }
 
-size_t request_header_count(const trellis_request *r) { return r->header_count; }
+size_t request_header_count(const trellis_request *r) {
+    return r->header_count;
+}
 
 int request_header_at(const trellis_request *r, size_t index, trellis_str *name, trellis_str *value) {
     if (index >= r->header_count)
@@ -41,7 +57,9 @@ int request_header_at(const trellis_request *r, size_t index, trellis_str *name,
     return 1;
 }
 
-trellis_str request_body(const trellis_request *r) { return to_str(r->body); }
+trellis_str request_body(const trellis_request *r) {
+    return to_str(r->body);
+}
 
 size_t request_peer(const trellis_request *r, char *buf, size_t buf_len) {
     return buf && buf_len ? r->connection->peer_text(buf, buf_len) : 0;
@@ -50,7 +68,9 @@ size_t request_peer(const trellis_request *r, char *buf, size_t buf_len) {
 trellis_str request_route_prefix(const trellis_request *r) {
     return r->route ? to_str(r->route->prefix) : trellis_str{"", 0};
 }
-trellis_str request_path_below(const trellis_request *r) { return to_str(r->path_below); }
+trellis_str request_path_below(const trellis_request *r) {
+    return to_str(r->path_below);
+}
 
 bool header_text_ok(const char *text, size_t len) {
     for (size_t i = 0; i < len; ++i)
@@ -71,7 +91,10 @@ int response_header(trellis_request *r, const char *name, size_t name_len, const
     for (char c : n)
         if (c == ' ' || c == '\t' || c == ':')
             return -1;
-    r->response_headers.append(name, name_len).append(": ").append(value ? value : "", value_len).append("\r\n");
+    r->response_headers.append(name, name_len)
+        .append(": ")
+        .append(value ? value : "", value_len)
+        .append("\r\n");
     return 0;
 }
 
@@ -104,7 +127,9 @@ void log(trellis_plugin_ctx *ctx, trellis_log_level level, const char *message) 
     TRELLIS_LOG(our, "%s: %s", ctx ? ctx->name.c_str() : "plugin", message ? message : "");
 }
 
-trellis_str config_dir(trellis_plugin_ctx *ctx) { return ctx ? to_str(ctx->config_dir) : trellis_str{".", 1}; }
+trellis_str config_dir(trellis_plugin_ctx *ctx) {
+    return ctx ? to_str(ctx->config_dir) : trellis_str{".", 1};
+}
 
 const trellis_host kHost = {
     TRELLIS_ABI_VERSION,
@@ -131,6 +156,8 @@ const trellis_host kHost = {
 
 } // namespace
 
-const trellis_host *host_table() { return &kHost; }
+const trellis_host *host_table() {
+    return &kHost;
+}
 
 } // namespace trellis

@@ -31,8 +31,8 @@ std::shared_ptr<PluginLibrary> PluginLibrary::open(const std::string &file) {
     void *symbol = dlsym(handle, TRELLIS_PLUGIN_ENTRY_SYMBOL);
     if (!symbol) {
         dlclose(handle);
-        throw StartupError("plugin " + file + ": not a Trellis plugin (no " TRELLIS_PLUGIN_ENTRY_SYMBOL
-                           " symbol)");
+        throw StartupError("plugin " + file +
+                           ": not a Trellis plugin (no " TRELLIS_PLUGIN_ENTRY_SYMBOL " symbol)");
     }
     auto entry = reinterpret_cast<EntryFn>(symbol);
     const trellis_plugin *descriptor = entry();
@@ -44,8 +44,8 @@ std::shared_ptr<PluginLibrary> PluginLibrary::open(const std::string &file) {
                   ", this server speaks ABI " + version_text(TRELLIS_ABI_VERSION);
     else if (descriptor->struct_size < kMinPluginSize)
         problem = "descriptor too small (" + std::to_string(descriptor->struct_size) + " bytes, ABI " +
-                  version_text(descriptor->abi_version) + " needs at least " + std::to_string(kMinPluginSize) +
-                  ")";
+                  version_text(descriptor->abi_version) + " needs at least " +
+                  std::to_string(kMinPluginSize) + ")";
     else if (!descriptor->create || !descriptor->destroy || !descriptor->on_request)
         problem = "descriptor lacks create, destroy or on_request";
     if (!problem.empty()) {
@@ -55,7 +55,9 @@ std::shared_ptr<PluginLibrary> PluginLibrary::open(const std::string &file) {
     return std::shared_ptr<PluginLibrary>(new PluginLibrary(handle, descriptor, file));
 }
 
-PluginLibrary::~PluginLibrary() { dlclose(handle_); }
+PluginLibrary::~PluginLibrary() {
+    dlclose(handle_);
+}
 
 PluginSet::~PluginSet() {
     // Destroy in reverse creation order; each library closes with its last instance.

@@ -74,7 +74,9 @@ ssize_t PlainTransport::send_file(int fd, int64_t offset, size_t length) {
     }
 }
 
-void PlainTransport::shutdown_write() { ::shutdown(fd_, SHUT_WR); }
+void PlainTransport::shutdown_write() {
+    ::shutdown(fd_, SHUT_WR);
+}
 
 void PlainTransport::close() {
     closed_ = true;
