@@ -224,10 +224,12 @@ void Connection::begin_drain() {
     Guard guard(this);
     bool idle = !session_ || (!session_->in_message && session_->segment_index == session_->segments.size() &&
                               session_->parse_pos == session_->read_end);
+    // A connection in the middle of a request finishes it: worker_.draining makes its response
+    // say "Connection: close" (after_message), and the connection closes once it is written.
     if (idle || lingering_)
         close_now();
-    else
-        close_after_flush_ = true;
+    else if (!session_->in_message)
+        close_after_flush_ = true; // answers are being written: no further request is read
 }
 
 void Connection::start_lingering() {
@@ -1041,6 +1043,10 @@ void Connection::after_flush() {
     }
     transport_->set_reading(true);
     release_session_if_idle();
+    if (!session_ && worker_.draining) {
+        close_now();
+        return;
+    }
     update_timeout();
 }
 

@@ -63,7 +63,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
 
     // Called by the worker when a timeout of this connection expires.
     void on_timeout(TimeoutKind kind);
-    // Shutdown: close now if idle; otherwise the current response ends with Connection: close.
+    // Shutdown: close now if idle; otherwise the request in progress is answered with
+    // "Connection: close" and the connection closes after it.
     void begin_drain();
     // Shutdown deadline: close whatever state it is in.
     void abort();

@@ -124,6 +124,15 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
         ++worker_.stats.connections_rejected;
         ::close(fd);
+        // Once a second at most: a flood must not turn into a flood of log lines.
+        uint64_t now = uv_now(worker_.loop());
+        if (last_limit_warning_ms_ == 0 || now - last_limit_warning_ms_ >= 1000) {
+            last_limit_warning_ms_ = now;
+            TRELLIS_LOG_WARN("limits.max_connections (%u) reached: closing new connections (%lu so far on "
+                             "worker %u)",
+                             worker_.limits().max_connections,
+                             static_cast<unsigned long>(worker_.stats.connections_rejected), worker_.index());
+        }
         return;
     }
     int on = 1;

@@ -4,6 +4,7 @@
 
 #include "config/config.hpp"
 
+#include <cstdint>
 #include <string>
 #include <uv.h>
 
@@ -33,6 +34,7 @@ class Listener {
     int fd_;
     uint16_t port_;
     int pending_closes_ = 0;
+    uint64_t last_limit_warning_ms_ = 0;
     uv_poll_t poll_;
     uv_timer_t resume_timer_; // restarts accepting after running out of descriptors
 };

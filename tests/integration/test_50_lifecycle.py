@@ -72,6 +72,21 @@ class Shutdown(TrellisTestCase):
         self.assertIsNotNone(code, "the server did not exit after the in-flight response")
         self.assertEqual(code, 0)
 
+    def test_sigterm_lets_a_half_received_request_finish_with_connection_close(self):
+        s = self.start_server(base_config(limits={"shutdown_timeout_ms": 10000}))
+        c = self.conn(s)
+        c.send(b"GET /hello HTTP/1.1\r\nHost: a\r\n")
+        s.send_signal(signal.SIGTERM)
+        s.wait_stderr(r"SIGTERM: shutting down")
+        self.assertTrue(c.is_open_after(0.2), "a connection mid-request was dropped on SIGTERM")
+        c.send(b"\r\n")
+        r = c.read_response()
+        self.assertEqual((r.status, r.body), (200, b"Hello, World!"))
+        self.assertIn("close", r.connection_tokens())
+        _, closed = c.read_until_closed(5)
+        self.assertTrue(closed)
+        self.assertEqual(s.wait_exit(5), 0)
+
     def test_sigterm_closes_idle_keepalive_connections(self):
         s = self.start_server(base_config(limits={"shutdown_timeout_ms": 2000,
                                                   "keepalive_timeout_ms": 60000}))
