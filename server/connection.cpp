@@ -8,6 +8,7 @@
 #include "router.hpp"
 #include "worker_context.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
 #include <charconv>
@@ -552,6 +553,8 @@ int Connection::on_header_field(llhttp_t *p, const char *at, size_t len) noexcep
     Connection *c = from_parser(p);
     ActiveSession &s = *c->session_;
     Request &r = s.request;
+    if (s.in_body)
+        return 0; // trailer fields are dropped: they must not change what the head said
     uint32_t offset = static_cast<uint32_t>(at - s.read_buffer.get());
     if (!s.in_header_field) {
         if (r.header_count == kMaxHeaders) {
@@ -579,6 +582,8 @@ int Connection::on_header_field_complete(llhttp_t *p) noexcept {
 int Connection::on_header_value(llhttp_t *p, const char *at, size_t len) noexcept {
     Connection *c = from_parser(p);
     ActiveSession &s = *c->session_;
+    if (s.in_body)
+        return 0;
     HeaderSpan &h = s.request.headers[s.request.header_count - 1];
     uint32_t offset = static_cast<uint32_t>(at - s.read_buffer.get());
     if (!s.in_header_value) {
@@ -597,6 +602,8 @@ int Connection::on_header_value_complete(llhttp_t *p) noexcept {
     Connection *c = from_parser(p);
     ActiveSession &s = *c->session_;
     s.in_header_value = false;
+    if (s.in_body)
+        return 0;
     int status = c->check_header(s.request.headers[s.request.header_count - 1]);
     if (status) {
         s.error_status = status;
@@ -644,7 +651,12 @@ int Connection::headers_complete() {
     Request &r = s.request;
     llhttp_t &p = s.parser;
     s.in_body = true;
-    s.head_end = s.parse_pos; // refined below once the position is known
+    // Where the head's spans end: compact_read_buffer keeps the head up to here while the body
+    // streams through the buffer behind it.
+    auto span_end = [](Span span) { return static_cast<size_t>(span.offset) + span.length; };
+    s.head_end = std::max(span_end(r.method), span_end(r.target));
+    for (size_t i = 0; i < r.header_count; ++i)
+        s.head_end = std::max({s.head_end, span_end(r.headers[i].name), span_end(r.headers[i].value)});
     if (p.http_major != 1 || p.http_minor > 1)
         return 505;
     r.version = p.http_minor == 0 ? 10 : 11;

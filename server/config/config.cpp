@@ -200,10 +200,12 @@ RouteConfig parse_route(const Reader &r, const json &value, const std::string &p
     return route;
 }
 
-// nlohmann reports a byte offset; people want line and column.
-std::string line_and_column(const std::string &text, size_t byte) {
+// nlohmann reports how many bytes it read, the offending one included; people want its line and
+// column.
+std::string line_and_column(const std::string &text, size_t bytes_read) {
+    size_t offending = bytes_read > 0 ? bytes_read - 1 : 0;
     size_t line = 1, column = 1;
-    for (size_t i = 0; i < byte && i < text.size(); ++i) {
+    for (size_t i = 0; i < offending && i < text.size(); ++i) {
         if (text[i] == '\n') {
             ++line;
             column = 1;
@@ -211,9 +213,6 @@ std::string line_and_column(const std::string &text, size_t byte) {
             ++column;
         }
     }
-    // nlohmann's offset points one past the offending character.
-    if (column > 1)
-        --column;
     return std::to_string(line) + ":" + std::to_string(column);
 }
 

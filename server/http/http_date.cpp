@@ -38,15 +38,20 @@ time_t parse_http_date(std::string_view text) {
     struct tm tm_utc = {};
     char weekday[16], month[4];
     int day, year, hour, minute, second;
-    char tail;
-    if (sscanf(input, "%3s, %2d %3s %4d %2d:%2d:%2d GMT%c", weekday, &day, month, &year, &hour, &minute,
-               &second, &tail) == 7) {
+    // %n after the literal tail is set only when the whole text matched up to its end.
+    int end = -1;
+    int length = static_cast<int>(text.size());
+    if (sscanf(input, "%3s, %2d %3s %4d %2d:%2d:%2d GMT%n", weekday, &day, month, &year, &hour, &minute,
+               &second, &end) == 7 &&
+        end == length) {
         // IMF-fixdate
-    } else if (sscanf(input, "%15[A-Za-z], %2d-%3s-%2d %2d:%2d:%2d GMT%c", weekday, &day, month, &year, &hour,
-                      &minute, &second, &tail) == 7) {
+    } else if (end = -1; sscanf(input, "%15[A-Za-z], %2d-%3s-%2d %2d:%2d:%2d GMT%n", weekday, &day, month,
+                                &year, &hour, &minute, &second, &end) == 7 &&
+                         end == length) {
         year += year < 70 ? 2000 : 1900; // RFC 850: two-digit years
-    } else if (sscanf(input, "%3s %3s %2d %2d:%2d:%2d %4d%c", weekday, month, &day, &hour, &minute, &second,
-                      &year, &tail) == 7) {
+    } else if (end = -1; sscanf(input, "%3s %3s %2d %2d:%2d:%2d %4d%n", weekday, month, &day, &hour, &minute,
+                                &second, &year, &end) == 7 &&
+                         end == length) {
         // asctime
     } else {
         return -1;

@@ -1,0 +1,297 @@
+#include "config/config.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using trellis::Config;
+using trellis::ConfigError;
+using trellis::parse_config;
+
+namespace {
+
+constexpr const char *kFile = "/srv/site/server.json";
+
+// The message of the ConfigError that parsing `text` throws ("" and a failed check if none).
+std::string error_of(const std::string &text, const std::string &file = kFile) {
+    try {
+        parse_config(text, file);
+    } catch (const ConfigError &e) {
+        return e.what();
+    }
+    FAIL_CHECK("parse_config accepted: " << text);
+    return {};
+}
+
+bool contains(const std::string &haystack, const std::string &needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+// Checks one error message names the file, the pointer and the expectation.
+void check_error(const std::string &text, const std::string &pointer, const std::string &expectation) {
+    std::string message = error_of(text);
+    INFO("message: " << message);
+    CHECK(message.rfind(std::string(kFile) + ": " + pointer + ": ", 0) == 0);
+    CHECK(contains(message, expectation));
+}
+
+const std::string kMinimal = R"({"listen": [{"port": 8080}]})";
+
+} // namespace
+
+TEST_CASE("config: a minimal file gets the defaults") {
+    Config c = parse_config(kMinimal, kFile);
+    CHECK(c.source_path == kFile);
+    CHECK(c.base_dir == "/srv/site");
+    CHECK(c.workers >= 1u); // "auto" when absent
+    CHECK(c.plugin_dir == "/srv/site/build/plugins");
+    REQUIRE(c.listen.size() == 1);
+    CHECK(c.listen[0].address == "0.0.0.0");
+    CHECK(c.listen[0].port == 8080);
+    CHECK(c.listen[0].transport == trellis::TransportKind::Plain);
+    trellis::Limits defaults;
+    CHECK(c.limits.max_connections == defaults.max_connections);
+    CHECK(c.limits.max_header_bytes == 16384u);
+    CHECK(c.limits.max_body_bytes == 10485760u);
+    CHECK(c.limits.keepalive_timeout_ms == 60000u);
+    CHECK(c.plugins.empty());
+    CHECK(c.routes.empty());
+    CHECK(c.access_log == "-");
+    CHECK(c.log_level == "info");
+}
+
+TEST_CASE("config: a full file") {
+    const std::string text = R"({
+      "workers": 3,
+      "plugin_dir": "../plugins",
+      "listen": [{"address": "127.0.0.1", "port": 0, "transport": "plain"}, {"port": 65535}],
+      "limits": {"max_header_bytes": 2048, "max_body_bytes": 0, "shutdown_timeout_ms": 0},
+      "plugins": [
+        {"name": "hi", "path": "hello"},
+        {"name": "files", "path": "lib/static.so", "config": {"root": "www", "n": [1, 2]}},
+        {"name": "abs", "path": "/opt/echo.so"}
+      ],
+      "routes": [
+        {"prefix": "/hello", "plugin": "hi"},
+        {"host": "Example.COM", "prefix": "/", "plugin": "files"}
+      ],
+      "access_log": "logs/access.log",
+      "log_level": "debug"
+    })";
+    Config c = parse_config(text, kFile);
+
+    SUBCASE("scalars and listeners") {
+        CHECK(c.workers == 3u);
+        CHECK(c.plugin_dir == "/srv/site/../plugins");
+        REQUIRE(c.listen.size() == 2);
+        CHECK(c.listen[0].address == "127.0.0.1");
+        CHECK(c.listen[0].port == 0);
+        CHECK(c.listen[1].port == 65535);
+        CHECK(c.limits.max_header_bytes == 2048u);
+        CHECK(c.limits.max_body_bytes == 0u);
+        CHECK(c.limits.shutdown_timeout_ms == 0u);
+        CHECK(c.limits.body_timeout_ms == 30000u); // untouched keys keep defaults
+        CHECK(c.access_log == "/srv/site/logs/access.log");
+        CHECK(c.log_level == "debug");
+    }
+    SUBCASE("plugin paths: bare name, relative file, absolute file") {
+        REQUIRE(c.plugins.size() == 3);
+        CHECK(c.plugins[0].name == "hi");
+        CHECK(c.plugins[0].file == "/srv/site/../plugins/hello.so");
+        CHECK(c.plugins[0].config_json == "{}");
+        CHECK(c.plugins[1].file == "/srv/site/lib/static.so");
+        CHECK(c.plugins[1].config_json == R"({"n":[1,2],"root":"www"})");
+        CHECK(c.plugins[2].file == "/opt/echo.so");
+    }
+    SUBCASE("routes") {
+        REQUIRE(c.routes.size() == 2);
+        CHECK(c.routes[0].host == "*");
+        CHECK(c.routes[0].prefix == "/hello");
+        CHECK(c.routes[0].plugin == "hi");
+        CHECK(c.routes[1].host == "example.com"); // lower-cased
+        CHECK(c.routes[1].plugin == "files");
+    }
+}
+
+TEST_CASE("config: base directory of the source path") {
+    CHECK(parse_config(kMinimal, "server.json").base_dir == ".");
+    CHECK(parse_config(kMinimal, "server.json").plugin_dir == "./build/plugins");
+    CHECK(parse_config(kMinimal, "/server.json").base_dir == "/");
+    CHECK(parse_config(kMinimal, "conf/server.json").base_dir == "conf");
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "off"})", kFile).access_log == "off");
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "-"})", kFile).access_log == "-");
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "/var/log/a"})", kFile).access_log ==
+          "/var/log/a");
+}
+
+TEST_CASE("config: workers") {
+    SUBCASE("auto") {
+        CHECK(parse_config(R"({"workers": "auto", "listen": [{"port": 1}]})", kFile).workers >= 1u);
+    }
+    SUBCASE("bounds") {
+        CHECK(parse_config(R"({"workers": 1, "listen": [{"port": 1}]})", kFile).workers == 1u);
+        CHECK(parse_config(R"({"workers": 1024, "listen": [{"port": 1}]})", kFile).workers == 1024u);
+    }
+    SUBCASE("refused") {
+        check_error(R"({"workers": "many", "listen": [{"port": 1}]})", "/workers",
+                    "expected \"auto\" or a positive integer, got string \"many\"");
+        check_error(R"({"workers": 1.5, "listen": [{"port": 1}]})", "/workers",
+                    "expected \"auto\" or a positive integer");
+        check_error(R"({"workers": 0, "listen": [{"port": 1}]})", "/workers",
+                    "expected an integer from 1 to 1024, got 0");
+        check_error(R"({"workers": -2, "listen": [{"port": 1}]})", "/workers",
+                    "expected an integer from 1 to 1024, got -2");
+        check_error(R"({"workers": 1025, "listen": [{"port": 1}]})", "/workers",
+                    "expected an integer from 1 to 1024, got 1025");
+    }
+}
+
+TEST_CASE("config: unknown keys") {
+    SUBCASE("top level") {
+        check_error(R"({"listen": [{"port": 1}], "colour": "red"})", "/colour",
+                    "unknown key (expected one of: workers, plugin_dir, listen, limits, plugins, routes, "
+                    "access_log, log_level)");
+    }
+    SUBCASE("in a listener") {
+        check_error(R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
+                    "unknown key (expected one of: address, port, transport)");
+    }
+    SUBCASE("in limits") {
+        check_error(R"({"listen": [{"port": 1}], "limits": {"max_bodies": 1}})", "/limits/max_bodies",
+                    "unknown key");
+    }
+    SUBCASE("in a plugin and a route") {
+        check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a", "cfg": {}}]})",
+                    "/plugins/0/cfg", "unknown key (expected one of: name, path, config)");
+        check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a"}],
+                        "routes": [{"prefix": "/", "plugin": "a", "method": "GET"}]})",
+                    "/routes/0/method", "unknown key (expected one of: host, prefix, plugin)");
+    }
+    SUBCASE("a key with '/' and '~' is escaped in the pointer") {
+        check_error(R"({"listen": [{"port": 1}], "a/b~c": 1})", "/a~1b~0c", "unknown key");
+    }
+}
+
+TEST_CASE("config: wrong types") {
+    check_error(R"([1, 2])", "/", "expected an object, got array [1,2]");
+    check_error(R"({"listen": {"port": 1}})", "/listen", "expected an array, got object");
+    check_error(R"({"listen": ["8080"]})", "/listen/0", "expected an object, got string \"8080\"");
+    check_error(R"({"listen": [{"port": "80"}]})", "/listen/0/port",
+                "expected an integer from 0 to 65535, got string \"80\"");
+    check_error(R"({"listen": [{"port": 1, "address": 5}]})", "/listen/0/address",
+                "expected a string, got number 5");
+    check_error(R"({"listen": [{"port": 1, "address": ""}]})", "/listen/0/address",
+                "expected a non-empty string");
+    check_error(R"({"listen": [{"port": 1}], "limits": {"max_body_bytes": true}})", "/limits/max_body_bytes",
+                "got boolean true");
+    check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a", "config": [1]}]})",
+                "/plugins/0/config", "expected an object, got array");
+    check_error(R"({"listen": [{"port": 1}], "log_level": 3})", "/log_level",
+                "expected a string, got number 3");
+    check_error(R"({"listen": [{"port": 1, "transport": "tls"}]})", "/listen/0/transport",
+                "expected \"plain\", got \"tls\"");
+}
+
+TEST_CASE("config: listeners") {
+    SUBCASE("port out of range") {
+        check_error(R"({"listen": [{"port": 65536}]})", "/listen/0/port",
+                    "expected an integer from 0 to 65535, got 65536");
+        check_error(R"({"listen": [{"port": 80}, {"port": -1}]})", "/listen/1/port",
+                    "expected an integer from 0 to 65535, got -1");
+    }
+    SUBCASE("missing port") {
+        check_error(R"({"listen": [{"address": "::1"}]})", "/listen/0",
+                    "missing key \"port\" (an integer from 0 to 65535)");
+    }
+    SUBCASE("missing or empty listen") {
+        check_error(R"({})", "/", "missing key \"listen\"");
+        check_error(R"({"listen": []})", "/listen", "expected at least one listener");
+    }
+}
+
+TEST_CASE("config: limits ranges") {
+    check_error(R"({"listen": [{"port": 1}], "limits": {"max_header_bytes": 1023}})",
+                "/limits/max_header_bytes", "expected an integer from 1024 to 1048576, got 1023");
+    check_error(R"({"listen": [{"port": 1}], "limits": {"header_timeout_ms": 0}})",
+                "/limits/header_timeout_ms", "expected an integer from 1 to 3600000, got 0");
+    check_error(R"({"listen": [{"port": 1}], "limits": {"max_connections": 1e3}})", "/limits/max_connections",
+                "got number");
+}
+
+TEST_CASE("config: plugins and routes") {
+    SUBCASE("route naming an unknown plugin") {
+        check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "hi", "path": "hello"}],
+                        "routes": [{"prefix": "/", "plugin": "hi"}, {"prefix": "/x", "plugin": "nope"}]})",
+                    "/routes/1/plugin", "no plugin named \"nope\" in /plugins");
+    }
+    SUBCASE("duplicate plugin name") {
+        check_error(R"({"listen": [{"port": 1}],
+                        "plugins": [{"name": "hi", "path": "hello"}, {"name": "hi", "path": "echo"}]})",
+                    "/plugins/1/name", "duplicate plugin name \"hi\"");
+    }
+    SUBCASE("missing keys") {
+        check_error(R"({"listen": [{"port": 1}], "plugins": [{"path": "hello"}]})", "/plugins/0",
+                    "missing key \"name\"");
+        check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "x"}]})", "/plugins/0",
+                    "missing key \"path\"");
+        check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "x", "path": "x"}],
+                        "routes": [{"plugin": "x"}]})",
+                    "/routes/0", "missing key \"prefix\"");
+        check_error(R"({"listen": [{"port": 1}], "routes": [{"prefix": "/"}]})", "/routes/0",
+                    "missing key \"plugin\"");
+    }
+    SUBCASE("bad prefix and host") {
+        check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "x", "path": "x"}],
+                        "routes": [{"prefix": "api", "plugin": "x"}]})",
+                    "/routes/0/prefix", "expected a path starting with \"/\", got \"api\"");
+        check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "x", "path": "x"}],
+                        "routes": [{"host": "a.com:80", "prefix": "/", "plugin": "x"}]})",
+                    "/routes/0/host", "without port");
+    }
+}
+
+TEST_CASE("config: log_level") {
+    for (const char *level : {"debug", "info", "warn", "error"}) {
+        CAPTURE(level);
+        std::string text = std::string(R"({"listen": [{"port": 1}], "log_level": ")") + level + "\"}";
+        CHECK(parse_config(text, kFile).log_level == level);
+    }
+    check_error(R"({"listen": [{"port": 1}], "log_level": "verbose"})", "/log_level",
+                "expected one of: debug, info, warn, error; got \"verbose\"");
+}
+
+TEST_CASE("config: unparsable JSON reports file:line:column") {
+    SUBCASE("an unexpected character in the middle of a line") {
+        // Line 3: `  "listen": [}` -- the '}' is column 14.
+        std::string message = error_of("{\n  \"workers\": 1,\n  \"listen\": [}\n}\n");
+        INFO(message);
+        CHECK(message.rfind(std::string(kFile) + ":3:14: invalid JSON: ", 0) == 0);
+        CHECK(contains(message, "syntax error"));
+        CHECK_FALSE(contains(message, "[json.exception"));
+    }
+    SUBCASE("an unexpected character at column 1") {
+        std::string message = error_of("{\"workers\": 1\n]\n");
+        INFO(message);
+        CHECK(message.rfind(std::string(kFile) + ":2:1: invalid JSON: ", 0) == 0);
+    }
+    SUBCASE("the first character of the file") {
+        std::string message = error_of("x");
+        INFO(message);
+        CHECK(message.rfind(std::string(kFile) + ":1:1: invalid JSON: ", 0) == 0);
+    }
+    SUBCASE("a trailing comma on line 4") {
+        std::string message = error_of("{\n\"listen\": [\n  {\"port\": 1},\n]\n}");
+        INFO(message);
+        // `]` right after the comma: line 4, column 1.
+        CHECK(message.rfind(std::string(kFile) + ":4:1: invalid JSON: ", 0) == 0);
+    }
+    // Regression: the position of an offending newline (the classic unterminated string) was
+    // reported as the start of the next line.
+    SUBCASE("an unterminated string points at the line it is on") {
+        // Line 2: `  "access_log": "logs/a.log,` -- the newline ending it is column 29.
+        std::string message = error_of("{\n  \"access_log\": \"logs/a.log,\n  \"workers\": 2\n}\n");
+        INFO(message);
+        CHECK(contains(message, "control character U+000A"));
+        CHECK(message.rfind(std::string(kFile) + ":2:29: invalid JSON: ", 0) == 0); // currently ":3:1:"
+    }
+}
