@@ -329,6 +329,11 @@ void Connection::on_read(size_t n) {
     Guard guard(this);
     if (lingering_)
         return;
+    if (n == 0) {
+        // Woken up for nothing after all: do not keep the session an idle connection needs not.
+        release_session_if_idle();
+        return;
+    }
     session_->read_end += n;
     // Any bytes restart the keep-alive clock, even when they complete a request at once and the
     // connection is idle again before update_timeout looks.
@@ -348,12 +353,12 @@ void Connection::on_read_end(int status) {
     }
     peer_done_ = true;
     transport_->set_reading(false);
-    // A half-closed client still gets the answers to what it sent; a request cut short is dropped.
+    // A half-closed client still gets the answers to what it sent (after_flush closes once they
+    // are written); a request cut short by the EOF is dropped.
     bool pending_output = session_ && session_->segment_index < session_->segments.size();
-    if (!pending_output)
+    bool unparsed_input = session_ && session_->parse_pos < session_->read_end;
+    if (!pending_output && !unparsed_input)
         close_now();
-    else
-        close_after_flush_ = true;
 }
 
 void Connection::process_input() {
@@ -1049,8 +1054,12 @@ void Connection::after_flush() {
     ActiveSession &s = *session_;
     if (s.parse_pos < s.read_end) {
         // Pipelined requests waited for the output to drain.
-        transport_->set_reading(true);
+        transport_->set_reading(!peer_done_);
         process_input();
+        return;
+    }
+    if (peer_done_) {
+        close_now();
         return;
     }
     transport_->set_reading(true);

@@ -126,6 +126,8 @@ void PlainTransport::on_poll(int status, int events) {
             events_->on_read_end(0);
         else if (errno != EAGAIN && errno != EWOULDBLOCK)
             events_->on_read_end(-errno);
+        else
+            events_->on_read(0);
     }
 }
 

@@ -17,7 +17,8 @@ class TransportEvents {
     // Where the next incoming bytes may go. An empty span means "no room now": the transport stops
     // asking until set_reading(true) is called again.
     virtual std::span<char> on_read_buffer() = 0;
-    // `n` bytes were written into the span last returned by on_read_buffer().
+    // `n` bytes were written into the span last returned by on_read_buffer(); n is 0 when the
+    // transport asked for a buffer and then found nothing to read.
     virtual void on_read(size_t n) = 0;
     // The peer finished sending (status 0) or the stream failed (negative errno).
     virtual void on_read_end(int status) = 0;

@@ -2,6 +2,7 @@
 absolute-form targets, HEAD, Date/Server, the echo plugin's view of requests."""
 
 import os
+import socket
 import sys
 import time
 
@@ -9,7 +10,7 @@ sys.dont_write_bytecode = True  # keep the source tree free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (Conn, TrellisTestCase, base_config, build_request, chunked,  # noqa: E402
-                     parse_responses)
+                     exchange, parse_responses)
 
 HELLO = b"Hello, World!"
 
@@ -148,6 +149,16 @@ class Basics(TrellisTestCase):
         c.request("GET", "/hello")
         assert_hello(self, c.read_response())
 
+    def test_half_close_after_pipelined_requests_gets_every_answer(self):
+        c = self.conn(self.s)
+        c.send(b"".join(build_request("GET", f"/echo/h{i}") for i in range(16)))
+        c.sock.shutdown(socket.SHUT_WR)  # the client is done sending, not done reading
+        data, closed = c.read_until_closed(5)
+        resps, rest = parse_responses(data)
+        self.assertEqual([r.json()["path"] for r in resps], [f"/echo/h{i}" for i in range(16)])
+        self.assertEqual(rest, b"")
+        self.assertTrue(closed, "the server kept the half-closed connection open")
+
     def test_pipelining_mixed(self):
         c = self.conn(self.s)
         raw = (build_request("GET", "/hello") +
@@ -278,6 +289,35 @@ class Echo(TrellisTestCase):
         # connection still in sync
         c.request("GET", "/hello")
         assert_hello(self, c.read_response())
+
+    def test_trailers_cannot_change_the_head(self):
+        # RFC 9110 section 6.5.1: trailer fields must not be merged into the header section.
+        body = b"3\r\nabc\r\n0\r\nHost: evil.test\r\nContent-Length: 99\r\n\r\n"
+        raw = build_request("POST", "/echo/tr", [("Transfer-Encoding", "chunked")], body)
+        c = self.conn(self.s)
+        j, _ = self.echo(raw, c)
+        self.assertEqual(j["body"], "abc")
+        self.assertNotEqual(j["host"], "evil.test")
+        names = [name.lower() for name, _ in j["headers"]]
+        self.assertNotIn("content-length", names)
+        self.assertEqual(names.count("host"), 1)
+        c.request("GET", "/hello")
+        assert_hello(self, c.read_response())
+
+    def test_transfer_encoding_trailer_is_refused_or_ignored(self):
+        # llhttp refuses a Transfer-Encoding trailer outright (400 and close); either that or a
+        # normal answer with the framing unchanged is safe.
+        body = b"3\r\nabc\r\n0\r\nTransfer-Encoding: gzip\r\n\r\n"
+        raw = build_request("POST", "/echo/tr", [("Transfer-Encoding", "chunked")], body)
+        raw += build_request("GET", "/hello")
+        resps, rest, closed = exchange(self.s.port, raw, timeout=3)
+        self.assertEqual(rest, b"")
+        if resps[0].status == 400:
+            self.assertEqual(len(resps), 1, resps)
+            self.assertTrue(closed)
+        else:
+            self.assertEqual([r.status for r in resps], [200, 200], resps)
+            self.assertEqual(resps[0].json()["body"], "abc")
 
     def test_chunked_body_sent_slowly(self):
         c = self.conn(self.s)
