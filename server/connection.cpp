@@ -21,6 +21,8 @@ namespace {
 
 // Stop parsing more pipelined requests while this much output waits to be written.
 constexpr size_t kMaxQueuedOutput = 1 << 20;
+// ... or while this many files wait to be sent: each holds a descriptor.
+constexpr size_t kMaxQueuedFiles = 8;
 // Files up to this size are read into the output buffer, so a batch of small responses still
 // leaves in one write; larger ones go out with send_file.
 constexpr uint64_t kInlineFileBytes = 64 * 1024;
@@ -131,6 +133,7 @@ void ActiveSession::reset_for_reuse() {
             ::close(segments[i].fd);
     segments.clear();
     segment_index = 0;
+    open_files = 0;
     if (out.capacity() > (256u << 10))
         std::string().swap(out);
     out.clear();
@@ -177,16 +180,18 @@ struct Connection::Guard {
     Connection *connection;
 };
 
-Connection *Connection::start(WorkerContext &worker, Transport *transport, const sockaddr *peer) {
-    auto *connection = new Connection(worker, transport, peer);
+Connection *Connection::start(WorkerContext &worker, Transport *transport, const sockaddr *peer,
+                              const ListenConfig *listen) {
+    auto *connection = new Connection(worker, transport, peer, listen);
     Guard guard(connection);
     connection->update_timeout();
     transport->start(connection);
     return connection;
 }
 
-Connection::Connection(WorkerContext &worker, Transport *transport, const sockaddr *peer)
-    : worker_(worker), transport_(transport) {
+Connection::Connection(WorkerContext &worker, Transport *transport, const sockaddr *peer,
+                       const ListenConfig *listen)
+    : worker_(worker), transport_(transport), listen_(listen) {
     memset(&peer_, 0, sizeof peer_);
     if (peer)
         memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
@@ -262,8 +267,8 @@ void Connection::update_timeout() {
         kind = kSendTimeout;
     else if (session_ && session_->in_message && session_->in_body)
         kind = kBodyTimeout;
-    else if (session_ && session_->in_message)
-        kind = kHeaderTimeout;
+    else if ((session_ && session_->in_message) || (!session_ && transport_->handshaking()))
+        kind = kHeaderTimeout; // a TLS handshake (or the first byte on "auto") shares the head's deadline
     else
         kind = kKeepaliveTimeout;
     TimeoutList &target = worker_.timeout_list(kind);
@@ -330,8 +335,10 @@ void Connection::on_read(size_t n) {
     if (lingering_)
         return;
     if (n == 0) {
-        // Woken up for nothing after all: do not keep the session an idle connection needs not.
+        // Woken up for nothing after all (or a TLS handshake just finished): do not keep the
+        // session an idle connection needs not.
         release_session_if_idle();
+        update_timeout();
         return;
     }
     session_->read_end += n;
@@ -363,7 +370,8 @@ void Connection::on_read_end(int status) {
 
 void Connection::process_input() {
     ActiveSession &s = *session_;
-    while (!closed_ && !close_after_flush_ && s.parse_pos < s.read_end && s.out.size() < kMaxQueuedOutput) {
+    while (!closed_ && !close_after_flush_ && s.parse_pos < s.read_end && s.out.size() < kMaxQueuedOutput &&
+           s.open_files < kMaxQueuedFiles) {
         if (!parse_step())
             break;
     }
@@ -393,15 +401,9 @@ bool Connection::parse_step() {
             return true;
         }
     }
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+    if (err == HPE_PAUSED) {
         s.parse_pos = static_cast<size_t>(llhttp_get_error_pos(&s.parser) - base);
-        if (err == HPE_PAUSED_UPGRADE) {
-            // No plugin can take over the connection (yet): answer the request as plain HTTP, then
-            // close, since whatever follows is not HTTP/1.1.
-            close_after_flush_ = true;
-        } else {
-            llhttp_resume(&s.parser);
-        }
+        llhttp_resume(&s.parser);
         after_message();
         return !closed_;
     }
@@ -412,7 +414,6 @@ bool Connection::parse_step() {
     close_after_flush_ = true;
     keep_alive_ = false;
     s.in_message = false;
-    s.request.is_head = false;
     respond_error(status);
     return false;
 }
@@ -525,6 +526,9 @@ int Connection::on_message_begin(llhttp_t *p) noexcept {
     s.expect_continue = false;
     s.error_status = 0;
     s.request_start = s.parse_pos; // refined by on_method, which sees the first byte
+    // Each request gets its own header deadline from its first byte, even when it arrives in the
+    // same read as the end of the previous one.
+    TimeoutList::remove(*c);
     ++c->worker_.stats.requests;
     return 0;
 }
@@ -669,6 +673,9 @@ int Connection::headers_complete() {
     r.is_head = p.method == HTTP_HEAD;
     if (p.method == HTTP_CONNECT)
         return 405; // never a tunnel
+    // No plugin can take the connection over, so Upgrade is ignored (RFC 9110 section 7.8 allows
+    // it) and the request is an ordinary one; llhttp would otherwise stop parsing after it.
+    p.upgrade = 0;
     if (s.host_count > 1 || (r.version == 11 && s.host_count == 0))
         return 400;
     std::string_view value;
@@ -771,8 +778,41 @@ void Connection::after_message() {
     dispatch();
 }
 
+bool Connection::redirect_to_https() {
+    Request &r = session_->request;
+    const std::string &to = listen_->redirect_to_https;
+    std::string location;
+    if (to == "same-host") {
+        if (r.host.empty()) {
+            respond_error(400);
+            return true;
+        }
+        location = "https://" + r.host; // the port is dropped: https on 443
+    } else {
+        location = to;
+    }
+    std::string_view target = r.str(r.target);
+    if (target.empty() || target[0] != '/') // absolute-form: keep only path and query
+        target = std::string_view(r.path).empty() ? std::string_view("/") : std::string_view(r.path);
+    location.append(target);
+    r.response_headers.assign("Location: ")
+        .append(location)
+        .append("\r\nContent-Type: text/plain; charset=utf-8\r\n");
+    respond(308, "308 Permanent Redirect\n");
+    return true;
+}
+
 void Connection::dispatch() {
     Request &r = session_->request;
+    if (listen_ && !listen_->redirect_to_https.empty() && !transport_->tls_facts())
+        if (redirect_to_https())
+            return;
+    if (!transport_->covers_host(r.host)) {
+        // RFC 9110 section 15.5.20: this connection's certificate (chosen by SNI) is not the one
+        // for this host, so the request belongs on another connection.
+        respond_error(421);
+        return;
+    }
     const Router *router = worker_.router;
     int index = -1;
     while (router && (index = router->next_match(r.host, r.path, index + 1)) >= 0) {
@@ -813,6 +853,11 @@ void Connection::write_head(int status, uint64_t content_length, bool with_lengt
     out.append(worker_.date.now());
     out.append("\r\nServer: trellis\r\n");
     out.append(s.request.response_headers);
+    if (listen_ && !listen_->tls.hsts.empty() && transport_->tls_facts()) {
+        out.append("Strict-Transport-Security: ");
+        out.append(listen_->tls.hsts);
+        out.append("\r\n");
+    }
     if (with_length) {
         out.append("Content-Length: ");
         append_number(out, content_length);
@@ -961,6 +1006,7 @@ bool Connection::respond_file(int status, int fd) {
     }
     write_head(status, size, true);
     s.segments.push_back({0, size, fd});
+    ++s.open_files;
     log_access(status, size);
     return true;
 }
@@ -1030,6 +1076,7 @@ void Connection::flush() {
             if (current.fd >= 0) {
                 ::close(current.fd);
                 current.fd = -1;
+                --s.open_files;
             }
             ++s.segment_index;
         }

@@ -45,6 +45,7 @@ struct ActiveSession {
     std::string out;          // serialised responses waiting to be written
     std::vector<OutSegment> segments;
     size_t segment_index = 0; // first segment not fully written
+    size_t open_files = 0;    // file segments still holding a descriptor
     // Parser bookkeeping for the request being read.
     bool in_message = false;
     bool in_body = false;
@@ -59,7 +60,9 @@ struct ActiveSession {
 class Connection final : public TimeoutNode, public TransportEvents {
   public:
     // Takes ownership of `transport` and starts reading.
-    static Connection *start(WorkerContext &worker, Transport *transport, const sockaddr *peer);
+    // `listen` (may be null in tests) carries HSTS and redirect_to_https; it outlives connections.
+    static Connection *start(WorkerContext &worker, Transport *transport, const sockaddr *peer,
+                             const ListenConfig *listen = nullptr);
 
     // Called by the worker when a timeout of this connection expires.
     void on_timeout(TimeoutKind kind);
@@ -75,6 +78,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     bool respond_file(int status, int fd);
     void respond_error(int status);
     size_t peer_text(char *buf, size_t len) const;
+    // TLS facts of this connection, or null on plain.
+    const TlsFacts *tls_facts() { return transport_ ? transport_->tls_facts() : nullptr; }
 
     // TransportEvents
     std::span<char> on_read_buffer() override;
@@ -83,7 +88,7 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void on_writable() override;
 
   private:
-    Connection(WorkerContext &worker, Transport *transport, const sockaddr *peer);
+    Connection(WorkerContext &worker, Transport *transport, const sockaddr *peer, const ListenConfig *listen);
     ~Connection();
 
     // Input.
@@ -91,6 +96,7 @@ class Connection final : public TimeoutNode, public TransportEvents {
     bool parse_step();
     void after_message();
     void dispatch();
+    bool redirect_to_https();
     void compact_read_buffer();
     int status_for_parse_error(llhttp_errno_t err) const;
     bool is_http09_request_line() const;
@@ -125,6 +131,7 @@ class Connection final : public TimeoutNode, public TransportEvents {
 
     WorkerContext &worker_;
     Transport *transport_;
+    const ListenConfig *listen_;
     ActiveSession *session_ = nullptr;
     sockaddr_in6 peer_; // AF_INET peers are stored as sockaddr_in in the same bytes
     uint16_t callback_depth_ = 0;

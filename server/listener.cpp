@@ -4,6 +4,7 @@
 #include "log/log.hpp"
 #include "plugin/loader.hpp"
 #include "transport/plain.hpp"
+#include "transport/tls.hpp"
 #include "worker_context.hpp"
 
 #include <arpa/inet.h>
@@ -25,10 +26,13 @@ constexpr uint64_t kAcceptPauseMs = 100;
 
 std::string listener_url(const ListenConfig &config, uint16_t port) {
     bool v6 = config.address.find(':') != std::string::npos;
-    return "http://" + (v6 ? "[" + config.address + "]" : config.address) + ":" + std::to_string(port);
+    const char *scheme = config.transport == TransportKind::Tls ? "https://" : "http://";
+    return scheme + (v6 ? "[" + config.address + "]" : config.address) + ":" + std::to_string(port);
 }
 
-Listener *Listener::open(WorkerContext &worker, const ListenConfig &config, uint16_t port) {
+Listener *Listener::open(WorkerContext &worker, const ListenerSettings &settings, const WorkerTls *tls,
+                         uint16_t port) {
+    const ListenConfig &config = settings.config;
     sockaddr_storage address = {};
     socklen_t length;
     auto *v4 = reinterpret_cast<sockaddr_in *>(&address);
@@ -55,7 +59,7 @@ Listener *Listener::open(WorkerContext &worker, const ListenConfig &config, uint
     if (getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length) == 0)
         port = ntohs(address.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
 
-    auto *listener = new Listener(worker, fd, port);
+    auto *listener = new Listener(worker, settings, tls, fd, port);
     listener->poll_.data = listener;
     listener->resume_timer_.data = listener;
     uv_timer_init(worker.loop(), &listener->resume_timer_);
@@ -137,12 +141,17 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
     }
     int on = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    PlainTransport *transport = PlainTransport::create(worker_.loop(), fd);
+    Transport *transport;
+    if (tls_)
+        transport = TlsTransport::create(worker_.loop(), fd, *tls_,
+                                         settings_.config.transport == TransportKind::Auto);
+    else
+        transport = PlainTransport::create(worker_.loop(), fd);
     if (!transport) {
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
         return;
     }
-    Connection::start(worker_, transport, peer);
+    Connection::start(worker_, transport, peer, &settings_.config);
 }
 
 } // namespace trellis

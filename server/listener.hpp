@@ -5,24 +5,37 @@
 #include "config/config.hpp"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <uv.h>
 
 namespace trellis {
 
 class WorkerContext;
+class WorkerTls;
+class TlsContext;
+
+// One "listen" entry as the workers share it: its settings and, for tls/auto, its TLS context.
+struct ListenerSettings {
+    ListenConfig config;
+    std::shared_ptr<TlsContext> tls;
+};
 
 class Listener {
   public:
     // Creates, binds and listens; throws StartupError naming the address on failure. With
     // port 0 the kernel picks one; pass that port to the other workers' listeners.
-    static Listener *open(WorkerContext &worker, const ListenConfig &config, uint16_t port);
+    // `tls` is this worker's TLS state for a tls/auto listener, else null.
+    static Listener *open(WorkerContext &worker, const ListenerSettings &settings, const WorkerTls *tls,
+                          uint16_t port);
     uint16_t port() const { return port_; }
     // Stops accepting and frees the listener once libuv is done with it.
     void close();
 
   private:
-    Listener(WorkerContext &worker, int fd, uint16_t port) : worker_(worker), fd_(fd), port_(port) {}
+    Listener(WorkerContext &worker, const ListenerSettings &settings, const WorkerTls *tls, int fd,
+             uint16_t port)
+        : worker_(worker), settings_(settings), tls_(tls), fd_(fd), port_(port) {}
     void on_readable();
     void accept_one(int fd, const struct sockaddr *peer);
     void pause_accepting();
@@ -31,6 +44,8 @@ class Listener {
     static void uv_on_close(uv_handle_t *handle) noexcept;
 
     WorkerContext &worker_;
+    const ListenerSettings &settings_;
+    const WorkerTls *tls_;
     int fd_;
     uint16_t port_;
     int pending_closes_ = 0;
@@ -39,7 +54,7 @@ class Listener {
     uv_timer_t resume_timer_; // restarts accepting after running out of descriptors
 };
 
-// "http://127.0.0.1:8080" or "http://[::1]:8080"
+// "http://127.0.0.1:8080", "https://[::1]:8443" (an auto listener shows its http:// URL)
 std::string listener_url(const ListenConfig &config, uint16_t port);
 
 } // namespace trellis

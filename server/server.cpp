@@ -5,6 +5,7 @@
 #include "log/log.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
+#include "transport/tls_context.hpp"
 #include "worker.hpp"
 
 #include <csignal>
@@ -60,6 +61,9 @@ void stop_workers(MainLoop &main) {
 void check_configuration(const Config &config) {
     PluginSet plugins;
     plugins.load(config.plugins, config.base_dir);
+    for (const ListenConfig &listen : config.listen)
+        if (listen.transport != TransportKind::Plain)
+            TlsContext::load(listen.tls, true);
 }
 
 Server::Server(Config config) : config_(std::move(config)) {}
@@ -69,6 +73,7 @@ Server::~Server() {
         worker->join();
     workers_.clear();
     router_.reset();
+    listeners_.clear();
     plugins_.reset(); // after every worker: hooks must not outlive their library
 }
 
@@ -92,10 +97,16 @@ void Server::start() {
         workers_.push_back(std::make_unique<Worker>(i, config_, router_.get(), plugins_.get(),
                                                     access_log_.get(), &open_connections_));
     for (const ListenConfig &listen : config_.listen) {
+        auto settings = std::make_unique<ListenerSettings>();
+        settings->config = listen;
+        if (listen.transport != TransportKind::Plain)
+            settings->tls = TlsContext::load(listen.tls);
         uint16_t port = listen.port;
         for (auto &worker : workers_)
-            port = worker->listen(listen, port);
-        TRELLIS_LOG_INFO("listening on %s", listener_url(listen, port).c_str());
+            port = worker->listen(*settings, port);
+        TRELLIS_LOG_INFO("listening on %s%s", listener_url(listen, port).c_str(),
+                         listen.transport == TransportKind::Auto ? " (plain HTTP and TLS on one port)" : "");
+        listeners_.push_back(std::move(settings));
     }
 }
 
@@ -117,6 +128,9 @@ int Server::run() {
         // A worker that exits on its own (a plugin failed to start) takes the others with it.
         stop_workers(m);
         if (m.exited.load() == m.workers->size()) {
+            // The last worker may still be inside its uv_async_send: join before closing the handle.
+            for (auto &worker : *m.workers)
+                worker->join();
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigint), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigterm), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.worker_exited), nullptr);

@@ -14,6 +14,7 @@ class AccessLog;
 class PluginSet;
 class Router;
 class Worker;
+struct ListenerSettings;
 
 class Server {
   public:
@@ -32,6 +33,7 @@ class Server {
     std::unique_ptr<Router> router_;
     std::unique_ptr<AccessLog> access_log_;
     std::atomic<uint32_t> open_connections_{0};
+    std::vector<std::unique_ptr<ListenerSettings>> listeners_; // outlive every connection
     std::vector<std::unique_ptr<Worker>> workers_;
 };
 

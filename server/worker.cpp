@@ -4,6 +4,7 @@
 #include "listener.hpp"
 #include "log/log.hpp"
 #include "plugin/loader.hpp"
+#include "transport/tls_context.hpp"
 
 #include <cstring>
 
@@ -28,8 +29,13 @@ Worker::~Worker() {
         thread_.join();
 }
 
-uint16_t Worker::listen(const ListenConfig &config, uint16_t port) {
-    Listener *listener = Listener::open(*context_, config, port);
+uint16_t Worker::listen(const ListenerSettings &settings, uint16_t port) {
+    const WorkerTls *tls = nullptr;
+    if (settings.tls) {
+        tls_.push_back(std::make_unique<WorkerTls>(settings.tls, index_));
+        tls = tls_.back().get();
+    }
+    Listener *listener = Listener::open(*context_, settings, tls, port);
     listeners_.push_back(listener);
     return listener->port();
 }

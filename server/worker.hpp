@@ -13,6 +13,8 @@
 namespace trellis {
 
 class Listener;
+class WorkerTls;
+struct ListenerSettings;
 class PluginSet;
 class Router;
 
@@ -26,7 +28,7 @@ class Worker {
 
     // Main thread, before start(): opens a listener. Returns the bound port (the real one when
     // `port` is 0). Throws StartupError.
-    uint16_t listen(const ListenConfig &config, uint16_t port);
+    uint16_t listen(const ListenerSettings &settings, uint16_t port);
     // Starts the thread. `on_exit` is called on that thread after its loop has closed.
     void start(void (*on_exit)(void *data), void *data);
     // Any thread: stop accepting, finish in-flight responses, close idle connections, exit
@@ -50,6 +52,7 @@ class Worker {
     uv_loop_t loop_;
     std::unique_ptr<WorkerContext> context_;
     std::vector<Listener *> listeners_;
+    std::vector<std::unique_ptr<WorkerTls>> tls_; // one per tls/auto listener; outlives connections
     uv_async_t stop_async_;
     uv_timer_t shutdown_timer_;
     bool stopping_ = false;

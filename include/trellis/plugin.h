@@ -64,6 +64,25 @@ typedef struct trellis_str {
 } trellis_str;
 
 /*
+ * What the TLS transport knows about a connection, as text (plugins never see TLS library types).
+ * The plugin sets struct_size to sizeof(trellis_tls_info) before asking; the host fills only the
+ * fields that fit, so the struct can grow.
+ * LIFETIME of the strings: the request's. Empty strings where a fact does not apply.
+ */
+typedef struct trellis_tls_info {
+    uint32_t struct_size;
+    trellis_str version;            /* "TLSv1.2" */
+    trellis_str cipher;             /* "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256" */
+    trellis_str server_name;        /* SNI as sent by the client */
+    trellis_str alpn;               /* "http/1.1", or empty */
+    int client_certificate;         /* 1 when the client presented a certificate */
+    trellis_str client_subject;     /* "CN=alice, O=Example" */
+    trellis_str client_san;         /* "DNS:a.example, DNS:b.example" */
+    trellis_str client_fingerprint; /* SHA-256 of the certificate, "AB:CD:..." */
+    trellis_str client_verify;      /* "ok", "none" (no certificate) or the reasons it failed */
+} trellis_tls_info;
+
+/*
  * One HTTP request in progress. Opaque.
  * OWNERSHIP: the host's.
  * LIFETIME: from the call of on_request until the plugin answers (respond / respond_file return),
@@ -146,6 +165,10 @@ typedef struct trellis_host {
      * resolve (as they do in the server's own keys). No trailing '/'.
      * LIFETIME: until destroy. THREAD: any. */
     trellis_str (*config_dir)(trellis_plugin_ctx *ctx);
+    /* TLS facts of the connection the request came on: returns 1 and fills *info (up to
+     * info->struct_size) over TLS, 0 on a plain connection.
+     * THREAD: worker thread. LIFETIME of the strings: the request's. */
+    int (*request_tls)(const trellis_request *req, trellis_tls_info *info);
 } trellis_host;
 
 /* True when the running host has the field `field` (for plugins built against a newer header

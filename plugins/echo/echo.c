@@ -123,6 +123,24 @@ static int echo_on_request(void *instance, trellis_request *req) {
     put_field(&b, "peer", (trellis_str){peer, peer_len}, 0);
     put_field(&b, "route_prefix", h->request_route_prefix(req), 0);
     put_field(&b, "path_below", h->request_path_below(req), 0);
+    /* "tls": null on a plain connection, else the transport's facts. */
+    trellis_tls_info tls = {.struct_size = sizeof tls};
+    if (TRELLIS_HOST_HAS(h, request_tls) && h->request_tls(req, &tls)) {
+        put_cstr(&b, ",\"tls\":{");
+        put_field(&b, "version", tls.version, 1);
+        put_field(&b, "cipher", tls.cipher, 0);
+        put_field(&b, "server_name", tls.server_name, 0);
+        put_field(&b, "alpn", tls.alpn, 0);
+        put_cstr(&b,
+                 tls.client_certificate ? ",\"client_certificate\":true" : ",\"client_certificate\":false");
+        put_field(&b, "client_subject", tls.client_subject, 0);
+        put_field(&b, "client_san", tls.client_san, 0);
+        put_field(&b, "client_fingerprint", tls.client_fingerprint, 0);
+        put_field(&b, "client_verify", tls.client_verify, 0);
+        put(&b, "}", 1);
+    } else {
+        put_cstr(&b, ",\"tls\":null");
+    }
     put(&b, "}\n", 2);
 
     int rc = TRELLIS_ERROR;

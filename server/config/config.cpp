@@ -114,9 +114,63 @@ unsigned parse_workers(const Reader &r, const json &value) {
     return static_cast<unsigned>(r.integer(value, "/workers", 1, 1024));
 }
 
-ListenConfig parse_listen(const Reader &r, const json &value, const std::string &ptr) {
+bool boolean(const Reader &r, const json &value, const std::string &pointer) {
+    if (!value.is_boolean())
+        r.fail(pointer, "expected true or false, got " + Reader::describe(value));
+    return value.get<bool>();
+}
+
+// Reads a "tls" object over `tls` (the top-level settings when this is a listener's override).
+void parse_tls(const Reader &r, const json &value, const std::string &ptr, const std::string &base_dir,
+               TlsConfig &tls) {
     r.object(value, ptr);
-    r.only_keys(value, ptr, {"address", "port", "transport"});
+    r.only_keys(value, ptr,
+                {"certificates", "self_signed_if_missing", "client_auth", "client_ca", "session_tickets",
+                 "session_timeout_s", "hsts"});
+    if (value.contains("certificates")) {
+        const json &list = r.array(value["certificates"], ptr + "/certificates");
+        tls.certificates.clear();
+        for (size_t i = 0; i < list.size(); ++i) {
+            std::string item = ptr + "/certificates/" + std::to_string(i);
+            r.object(list[i], item);
+            r.only_keys(list[i], item, {"cert", "key"});
+            if (!list[i].contains("cert") || !list[i].contains("key"))
+                r.fail(item, "expected {\"cert\": FILE, \"key\": FILE}");
+            tls.certificates.push_back(
+                {resolve_path(base_dir, r.nonempty_string(list[i]["cert"], item + "/cert")),
+                 resolve_path(base_dir, r.nonempty_string(list[i]["key"], item + "/key"))});
+        }
+    }
+    if (value.contains("self_signed_if_missing"))
+        tls.self_signed_if_missing =
+            boolean(r, value["self_signed_if_missing"], ptr + "/self_signed_if_missing");
+    if (value.contains("client_auth")) {
+        std::string mode = r.string(value["client_auth"], ptr + "/client_auth");
+        if (mode == "none")
+            tls.client_auth = ClientAuth::None;
+        else if (mode == "optional")
+            tls.client_auth = ClientAuth::Optional;
+        else if (mode == "required")
+            tls.client_auth = ClientAuth::Required;
+        else
+            r.fail(ptr + "/client_auth",
+                   "expected \"none\", \"optional\" or \"required\", got \"" + mode + "\"");
+    }
+    if (value.contains("client_ca"))
+        tls.client_ca = resolve_path(base_dir, r.nonempty_string(value["client_ca"], ptr + "/client_ca"));
+    if (value.contains("session_tickets"))
+        tls.session_tickets = boolean(r, value["session_tickets"], ptr + "/session_tickets");
+    if (value.contains("session_timeout_s"))
+        tls.session_timeout_s = static_cast<uint32_t>(
+            r.integer(value["session_timeout_s"], ptr + "/session_timeout_s", 0, 604800));
+    if (value.contains("hsts"))
+        tls.hsts = r.string(value["hsts"], ptr + "/hsts");
+}
+
+ListenConfig parse_listen(const Reader &r, const json &value, const std::string &ptr,
+                          const std::string &base_dir, const TlsConfig *top_tls) {
+    r.object(value, ptr);
+    r.only_keys(value, ptr, {"address", "port", "transport", "redirect_to_https", "tls"});
     ListenConfig listen;
     if (value.contains("address"))
         listen.address = r.nonempty_string(value["address"], ptr + "/address");
@@ -125,8 +179,43 @@ ListenConfig parse_listen(const Reader &r, const json &value, const std::string 
     listen.port = static_cast<uint16_t>(r.integer(value["port"], ptr + "/port", 0, 65535));
     if (value.contains("transport")) {
         std::string t = r.string(value["transport"], ptr + "/transport");
-        if (t != "plain")
-            r.fail(ptr + "/transport", "expected \"plain\", got \"" + t + "\"");
+        if (t == "plain")
+            listen.transport = TransportKind::Plain;
+        else if (t == "tls")
+            listen.transport = TransportKind::Tls;
+        else if (t == "auto")
+            listen.transport = TransportKind::Auto;
+        else
+            r.fail(ptr + "/transport", "expected \"plain\", \"tls\" or \"auto\", got \"" + t + "\"");
+    }
+    if (value.contains("redirect_to_https")) {
+        const json &redirect = value["redirect_to_https"];
+        std::string rptr = ptr + "/redirect_to_https";
+        if (redirect.is_boolean()) {
+            listen.redirect_to_https = redirect.get<bool>() ? "same-host" : "";
+        } else if (redirect.is_string()) {
+            listen.redirect_to_https = redirect.get<std::string>();
+            if (listen.redirect_to_https.rfind("https://", 0) != 0 || listen.redirect_to_https.size() <= 8 ||
+                listen.redirect_to_https.find_first_of("/?#", 8) != std::string::npos)
+                r.fail(rptr,
+                       "expected \"https://HOST[:PORT]\" or true, got \"" + listen.redirect_to_https + "\"");
+        } else {
+            r.fail(rptr, "expected \"https://HOST[:PORT]\" or true, got " + Reader::describe(redirect));
+        }
+        if (listen.transport == TransportKind::Tls && !listen.redirect_to_https.empty())
+            r.fail(rptr, "a \"tls\" listener has no plain requests to redirect (use \"plain\" or \"auto\")");
+    }
+    if (top_tls)
+        listen.tls = *top_tls;
+    if (value.contains("tls"))
+        parse_tls(r, value["tls"], ptr + "/tls", base_dir, listen.tls);
+    if (listen.transport != TransportKind::Plain) {
+        if (listen.tls.certificates.empty())
+            r.fail(ptr, "transport \"" +
+                            std::string(listen.transport == TransportKind::Tls ? "tls" : "auto") +
+                            "\" needs \"tls\": {\"certificates\": [...]} here or at the top level");
+        if (listen.tls.client_auth != ClientAuth::None && listen.tls.client_ca.empty())
+            r.fail(ptr, "\"client_auth\" other than \"none\" needs \"client_ca\" in the \"tls\" settings");
     }
     return listen;
 }
@@ -239,7 +328,7 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     r.object(root, "");
     r.only_keys(
         root, "",
-        {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level"});
+        {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level", "tls"});
 
     Config config;
     config.source_path = source_path;
@@ -258,8 +347,14 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     const json &listen = r.array(root["listen"], "/listen");
     if (listen.empty())
         r.fail("/listen", "expected at least one listener");
+    TlsConfig top_tls;
+    if (root.contains("tls")) {
+        config.has_tls = true;
+        parse_tls(r, root["tls"], "/tls", config.base_dir, top_tls);
+    }
     for (size_t i = 0; i < listen.size(); ++i)
-        config.listen.push_back(parse_listen(r, listen[i], "/listen/" + std::to_string(i)));
+        config.listen.push_back(parse_listen(r, listen[i], "/listen/" + std::to_string(i), config.base_dir,
+                                             config.has_tls ? &top_tls : nullptr));
     if (root.contains("limits"))
         config.limits = parse_limits(r, root["limits"]);
 

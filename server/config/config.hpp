@@ -14,12 +14,32 @@ class ConfigError : public std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-enum class TransportKind { Plain };
+enum class TransportKind { Plain, Tls, Auto };
+enum class ClientAuth { None, Optional, Required };
+
+struct TlsCertificateConfig {
+    std::string cert; // resolved path: PEM chain, leaf first
+    std::string key;  // resolved path: PEM private key
+};
+
+// The "tls" object, top-level or a listener's override (merged key by key over the top level).
+struct TlsConfig {
+    std::vector<TlsCertificateConfig> certificates;
+    bool self_signed_if_missing = false;
+    ClientAuth client_auth = ClientAuth::None;
+    std::string client_ca; // resolved path; required unless client_auth is none
+    bool session_tickets = true;
+    uint32_t session_timeout_s = 3600;
+    std::string hsts; // Strict-Transport-Security value; empty = not sent
+};
 
 struct ListenConfig {
     std::string address = "0.0.0.0";
     uint16_t port = 8080;
     TransportKind transport = TransportKind::Plain;
+    // 308 to https for plain requests: empty = off, "https://host:port", or "same-host" for true.
+    std::string redirect_to_https;
+    TlsConfig tls; // effective settings, used when transport is tls or auto
 };
 
 struct Limits {
@@ -55,6 +75,7 @@ struct Config {
     std::vector<PluginConfig> plugins;
     std::vector<RouteConfig> routes;
     std::string access_log = "-"; // "-" stdout, "off", or a resolved file path
+    bool has_tls = false;         // a top-level "tls" object was given
     std::string log_level = "info";
 };
 

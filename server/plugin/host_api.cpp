@@ -131,6 +131,29 @@ trellis_str config_dir(trellis_plugin_ctx *ctx) {
     return ctx ? to_str(ctx->config_dir) : trellis_str{".", 1};
 }
 
+int request_tls(const trellis_request *r, trellis_tls_info *info) {
+    const TlsFacts *facts = r->connection->tls_facts();
+    if (!facts)
+        return 0;
+    if (!info)
+        return 1;
+    trellis_tls_info full = {};
+    full.struct_size = info->struct_size;
+    full.version = to_str(facts->version);
+    full.cipher = to_str(facts->cipher);
+    full.server_name = to_str(facts->server_name);
+    full.alpn = to_str(facts->alpn);
+    full.client_certificate = facts->client_certificate ? 1 : 0;
+    full.client_subject = to_str(facts->client_subject);
+    full.client_san = to_str(facts->client_san);
+    full.client_fingerprint = to_str(facts->client_fingerprint);
+    full.client_verify = to_str(facts->client_verify);
+    // A plugin built against an older header has a smaller struct: fill only what it has.
+    size_t size = info->struct_size < sizeof full ? info->struct_size : sizeof full;
+    memcpy(info, &full, size);
+    return 1;
+}
+
 const trellis_host kHost = {
     TRELLIS_ABI_VERSION,
     sizeof(trellis_host),
@@ -152,6 +175,7 @@ const trellis_host kHost = {
     respond_file,
     log,
     config_dir,
+    request_tls,
 };
 
 } // namespace

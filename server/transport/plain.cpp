@@ -9,13 +9,27 @@ namespace trellis {
 
 PlainTransport *PlainTransport::create(uv_loop_t *loop, int fd) {
     auto *transport = new PlainTransport(fd);
-    transport->poll_.data = transport;
-    if (uv_poll_init_socket(loop, &transport->poll_, fd) != 0) {
-        ::close(fd);
+    if (!transport->attach(loop)) {
         delete transport;
         return nullptr;
     }
     return transport;
+}
+
+bool PlainTransport::attach(uv_loop_t *loop) {
+    poll_.data = this;
+    if (uv_poll_init_socket(loop, &poll_, fd_) != 0) {
+        ::close(fd_);
+        return false;
+    }
+    return true;
+}
+
+void PlainTransport::set_spin(bool on) {
+    if (spin_ != on) {
+        spin_ = on;
+        update_interest();
+    }
 }
 
 void PlainTransport::start(TransportEvents *events) {
@@ -26,7 +40,9 @@ void PlainTransport::start(TransportEvents *events) {
 void PlainTransport::update_interest() {
     if (closed_)
         return;
-    int mask = (reading_ ? UV_READABLE : 0) | (writing_ ? UV_WRITABLE : 0);
+    // A spinning transport also asks for writability: a socket is nearly always writable, so the
+    // loop comes back at once, without a timer or an extra handle.
+    int mask = (reading_ ? UV_READABLE : 0) | (writing_ || spin_ ? UV_WRITABLE : 0);
     if (mask == 0)
         uv_poll_stop(&poll_);
     else
@@ -103,32 +119,34 @@ void PlainTransport::on_poll(int status, int events) {
             events_->on_read_end(status);
         return;
     }
-    if ((events & UV_WRITABLE) && events_) {
+    if ((events & UV_WRITABLE) && writing_ && events_)
         events_->on_writable();
+    if ((events & (UV_READABLE | UV_DISCONNECT)) && reading_ && events_)
+        read_plain();
+}
+
+void PlainTransport::read_plain() {
+    // One recv per wake-up: epoll is level-triggered, so what is left wakes us again, and we
+    // save the recv that would only say EAGAIN.
+    std::span<char> buffer = events_->on_read_buffer();
+    if (closed_ || !events_)
+        return;
+    if (buffer.empty()) {
+        set_reading(false);
+        return;
     }
-    if ((events & (UV_READABLE | UV_DISCONNECT)) && reading_ && events_) {
-        // One recv per wake-up: epoll is level-triggered, so what is left wakes us again, and we
-        // save the recv that would only say EAGAIN.
-        std::span<char> buffer = events_->on_read_buffer();
-        if (closed_ || !events_)
-            return;
-        if (buffer.empty()) {
-            set_reading(false);
-            return;
-        }
-        ssize_t n;
-        do {
-            n = recv(fd_, buffer.data(), buffer.size(), 0);
-        } while (n < 0 && errno == EINTR);
-        if (n > 0)
-            events_->on_read(static_cast<size_t>(n));
-        else if (n == 0)
-            events_->on_read_end(0);
-        else if (errno != EAGAIN && errno != EWOULDBLOCK)
-            events_->on_read_end(-errno);
-        else
-            events_->on_read(0);
-    }
+    ssize_t n;
+    do {
+        n = recv(fd_, buffer.data(), buffer.size(), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0)
+        events_->on_read(static_cast<size_t>(n));
+    else if (n == 0)
+        events_->on_read_end(0);
+    else if (errno != EAGAIN && errno != EWOULDBLOCK)
+        events_->on_read_end(-errno);
+    else
+        events_->on_read(0);
 }
 
 } // namespace trellis

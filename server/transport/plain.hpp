@@ -9,7 +9,7 @@
 
 namespace trellis {
 
-class PlainTransport final : public Transport {
+class PlainTransport : public Transport {
   public:
     // Takes ownership of `fd`, a connected non-blocking socket. Fails (returns nullptr and closes
     // fd) only when libuv refuses the descriptor.
@@ -24,20 +24,30 @@ class PlainTransport final : public Transport {
     void close() override;
     const char *name() const override { return "plain"; }
 
-  private:
-    PlainTransport(int fd) : fd_(fd) {}
+  protected:
+    explicit PlainTransport(int fd) : fd_(fd) {}
     ~PlainTransport() override = default;
+    // Registers the socket with the loop; false if libuv refuses it.
+    bool attach(uv_loop_t *loop);
     void update_interest();
-    void on_poll(int status, int events);
-    static void uv_on_poll(uv_poll_t *handle, int status, int events) noexcept;
-    static void uv_on_close(uv_handle_t *handle) noexcept;
+    // Readiness of the socket; the TLS transport overrides it to run mbedTLS first.
+    virtual void on_poll(int status, int events);
+    // One recv into the session's buffer (the plain read path).
+    void read_plain();
+    // Wake up once more even if the socket has nothing new (TLS has buffered plaintext).
+    void set_spin(bool on);
 
     uv_poll_t poll_;
     TransportEvents *events_ = nullptr;
     int fd_;
     bool reading_ = false;
     bool writing_ = false;
+    bool spin_ = false;
     bool closed_ = false;
+
+  private:
+    static void uv_on_poll(uv_poll_t *handle, int status, int events) noexcept;
+    static void uv_on_close(uv_handle_t *handle) noexcept;
 };
 
 } // namespace trellis

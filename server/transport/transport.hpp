@@ -6,10 +6,26 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <sys/uio.h>
 
 namespace trellis {
+
+// What a TLS transport knows about its peer, as plain text (never mbedTLS types). Empty strings
+// where a fact does not apply.
+struct TlsFacts {
+    std::string version;     // "TLSv1.2"
+    std::string cipher;      // "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"
+    std::string server_name; // SNI, as sent
+    std::string alpn;        // "http/1.1"
+    bool client_certificate = false;
+    std::string client_subject;     // "CN=alice, O=Example"
+    std::string client_san;         // "DNS:a.example, DNS:b.example"
+    std::string client_fingerprint; // SHA-256 of the DER, "AB:CD:..."
+    std::string client_verify;      // "none", "ok", or the failures ("not trusted, expired")
+};
 
 // Implemented by the session that sits on a transport. Called on the worker thread.
 class TransportEvents {
@@ -49,6 +65,15 @@ class Transport {
     virtual void close() = 0;
 
     virtual const char *name() const = 0;
+
+    // TLS facts once the handshake is done; null on a plain connection.
+    virtual const TlsFacts *tls_facts() { return nullptr; }
+    // True while no request can arrive yet (TLS handshake, or waiting for the first byte on an
+    // "auto" listener): the connection applies the header deadline to it.
+    virtual bool handshaking() const { return false; }
+    // False when the TLS connection was set up (by SNI) for a certificate that does not cover
+    // `host`, so the request belongs on another connection (421).
+    virtual bool covers_host(std::string_view /*host*/) const { return true; }
 };
 
 } // namespace trellis

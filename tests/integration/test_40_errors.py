@@ -371,5 +371,61 @@ class Traversal(TrellisTestCase):
         self.assertEqual(r.body, harness.DEFAULT_WWW["index.html"].encode())
 
 
+class ReviewRegressions(TrellisTestCase):
+    """Bugs found in review of the first version; each test failed before its fix."""
+
+    def test_each_pipelined_request_gets_its_own_header_deadline(self):
+        s = self.start_server(base_config(limits={"header_timeout_ms": 1000}))
+        c = self.conn(s)
+        request = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+        c.send(request[:10])
+        # Every 0.3 s: the rest of one request and the start of the next, in one write. Each head
+        # takes 0.3 s, well inside its own deadline, though the whole run outlasts one deadline.
+        for _ in range(6):
+            time.sleep(0.3)  # the client's pace is the point of the test
+            c.send(request[10:] + request[:10])
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+
+    def test_pipelined_file_requests_do_not_pin_descriptors(self):
+        big = os.urandom(256 * 1024)
+
+        def add_big(s):
+            (s.www / "big.bin").write_bytes(big)
+        s = self.start_server(base_config(), prepare=add_big)
+        fd_dir = f"/proc/{s.pid}/fd"
+        baseline = len(os.listdir(fd_dir))
+        c = self.conn(s, rcvbuf=16 * 1024)
+        c.send(build_request("GET", "/big.bin") * 300)  # and do not read
+        # Watch the descriptor count for half a second while the server parses what it will.
+        opened = 0
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            opened = max(opened, len(os.listdir(fd_dir)) - baseline)
+            time.sleep(0.01)
+        self.assertLess(opened, 20, f"{opened} descriptors held for one non-reading client")
+        # It still serves the pipeline in order once the client reads.
+        for _ in range(3):
+            r = c.read_response()
+            self.assertEqual((r.status, len(r.body)), (200, len(big)))
+
+    def test_upgrade_header_is_ignored_and_pipeline_continues(self):
+        s = self.start_server(base_config())
+        raw = (b"GET /echo/u HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n"
+               + build_request("GET", "/echo/after"))
+        resps, rest, closed = exchange(s.port, raw, timeout=2)
+        self.assertEqual([r.status for r in resps], [200, 200], resps)
+        self.assertEqual([r.json()["path"] for r in resps], ["/echo/u", "/echo/after"])
+        self.assertEqual(rest, b"")
+        self.assertIsNone(s.wait_stderr(r"answered a request twice", timeout=0.2))
+
+    def test_error_answer_to_head_has_no_body(self):
+        s = self.start_server(base_config())
+        resps, rest, closed = exchange(s.port, b"HEAD / HTTP/1.1\r\n\r\n", timeout=2, heads=(0,))
+        self.assertEqual(resps[0].status, 400, resps)
+        self.assertEqual(rest, b"", "a body followed the head of an answer to HEAD")
+        self.assertTrue(closed)
+
+
 if __name__ == "__main__":
     harness.main()

@@ -150,11 +150,11 @@ TEST_CASE("config: unknown keys") {
     SUBCASE("top level") {
         check_error(R"({"listen": [{"port": 1}], "colour": "red"})", "/colour",
                     "unknown key (expected one of: workers, plugin_dir, listen, limits, plugins, routes, "
-                    "access_log, log_level)");
+                    "access_log, log_level, tls)");
     }
     SUBCASE("in a listener") {
         check_error(R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
-                    "unknown key (expected one of: address, port, transport)");
+                    "unknown key (expected one of: address, port, transport, redirect_to_https, tls)");
     }
     SUBCASE("in limits") {
         check_error(R"({"listen": [{"port": 1}], "limits": {"max_bodies": 1}})", "/limits/max_bodies",
@@ -188,8 +188,43 @@ TEST_CASE("config: wrong types") {
                 "/plugins/0/config", "expected an object, got array");
     check_error(R"({"listen": [{"port": 1}], "log_level": 3})", "/log_level",
                 "expected a string, got number 3");
-    check_error(R"({"listen": [{"port": 1, "transport": "tls"}]})", "/listen/0/transport",
-                "expected \"plain\", got \"tls\"");
+    check_error(R"({"listen": [{"port": 1, "transport": "quic"}]})", "/listen/0/transport",
+                "expected \"plain\", \"tls\" or \"auto\", got \"quic\"");
+}
+
+TEST_CASE("config: tls settings") {
+    SUBCASE("a tls listener needs certificates") {
+        check_error(R"({"listen": [{"port": 1, "transport": "tls"}]})", "/listen/0",
+                    "transport \"tls\" needs \"tls\": {\"certificates\": [...]} here or at the top level");
+    }
+    SUBCASE("client_auth needs client_ca") {
+        check_error(R"({"tls": {"certificates": [{"cert": "a", "key": "b"}], "client_auth": "required"},
+                        "listen": [{"port": 1, "transport": "auto"}]})",
+                    "/listen/0", "\"client_auth\" other than \"none\" needs \"client_ca\"");
+    }
+    SUBCASE("bad values") {
+        check_error(R"({"tls": {"client_auth": "maybe"}, "listen": [{"port": 1}]})", "/tls/client_auth",
+                    "expected \"none\", \"optional\" or \"required\", got \"maybe\"");
+        check_error(R"({"tls": {"certificates": [{"cert": "a"}]}, "listen": [{"port": 1}]})",
+                    "/tls/certificates/0", "expected {\"cert\": FILE, \"key\": FILE}");
+        check_error(R"({"listen": [{"port": 1, "redirect_to_https": "http://x"}]})",
+                    "/listen/0/redirect_to_https", "expected \"https://HOST[:PORT]\" or true");
+    }
+    SUBCASE("a listener overrides the top level key by key, paths resolved") {
+        trellis::Config config = trellis::parse_config(
+            R"({"tls": {"certificates": [{"cert": "c.pem", "key": "k.pem"}], "hsts": "max-age=1"},
+                "listen": [{"port": 1, "transport": "tls", "tls": {"hsts": "max-age=2"}},
+                           {"port": 2, "transport": "auto", "redirect_to_https": true}]})",
+            "/etc/trellis/server.json");
+        REQUIRE(config.listen.size() == 2);
+        CHECK(config.listen[0].tls.hsts == "max-age=2");
+        CHECK(config.listen[1].tls.hsts == "max-age=1");
+        REQUIRE(config.listen[0].tls.certificates.size() == 1);
+        CHECK(config.listen[0].tls.certificates[0].cert == "/etc/trellis/c.pem");
+        CHECK(config.listen[1].redirect_to_https == "same-host");
+        CHECK(config.listen[0].transport == trellis::TransportKind::Tls);
+        CHECK(config.listen[1].transport == trellis::TransportKind::Auto);
+    }
 }
 
 TEST_CASE("config: listeners") {

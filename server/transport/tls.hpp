@@ -1,0 +1,54 @@
+// TLS over a non-blocking socket with mbedTLS. The BIO callbacks call recv/send on the socket
+// directly and turn EAGAIN into WANT_READ/WANT_WRITE, so mbedTLS's own record buffers are the only
+// copies. On an "auto" listener the first byte decides (peeked, not consumed): 0x16 starts a TLS
+// handshake, anything else makes this a plain transport for the rest of the connection.
+#pragma once
+
+#include "transport/plain.hpp"
+#include "transport/tls_context.hpp"
+
+#include <mbedtls/ssl.h>
+
+#include <memory>
+
+namespace trellis {
+
+class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
+  public:
+    // Takes ownership of `fd`. With `allow_plain` (an "auto" listener), plain HTTP is served too.
+    static TlsTransport *create(uv_loop_t *loop, int fd, const WorkerTls &tls, bool allow_plain);
+
+    void set_reading(bool on) override;
+    ssize_t write(const struct iovec *iov, int count) override;
+    ssize_t send_file(int fd, int64_t offset, size_t length) override;
+    void shutdown_write() override;
+    const char *name() const override { return mode_ == Mode::Plain ? "plain" : "tls"; }
+    const TlsFacts *tls_facts() override;
+    bool handshaking() const override { return mode_ == Mode::Sniffing || mode_ == Mode::Handshake; }
+    bool covers_host(std::string_view host) const override;
+
+    void on_server_name(std::string_view name, size_t certificate_index) override;
+
+  private:
+    enum class Mode { Sniffing, Handshake, Tls, Plain };
+    TlsTransport(int fd, const WorkerTls &tls, bool allow_plain);
+    ~TlsTransport() override;
+    void on_poll(int status, int events) override;
+    bool start_tls();
+    void continue_handshake();
+    void read_tls();
+    void fail(const char *what, int code);
+    ssize_t write_record(const unsigned char *data, size_t length);
+    static int bio_send(void *self, const unsigned char *data, size_t length);
+    static int bio_recv(void *self, unsigned char *data, size_t length);
+
+    const WorkerTls &tls_;
+    Mode mode_;
+    bool handshake_wants_write_ = false;
+    size_t pending_record_ = 0; // plaintext bytes in a record mbedTLS is still sending
+    size_t certificate_index_ = 0;
+    std::unique_ptr<mbedtls_ssl_context> ssl_;
+    std::unique_ptr<TlsFacts> facts_;
+};
+
+} // namespace trellis

@@ -1,0 +1,101 @@
+// TLS settings turned into mbedTLS objects. A TlsContext is loaded once per listener on the main
+// thread and then only read: certificate chains, the client CA, the session cache and the ticket
+// keys (mbedTLS locks those two itself). Everything mbedTLS writes during a handshake is per
+// worker (WorkerTls): the ssl_config, the DRBG and the private keys, whose ECP contexts cache
+// precomputed tables on first use and so cannot be shared between threads.
+#pragma once
+
+#include "config/config.hpp"
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/x509_crt.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace trellis {
+
+struct TlsCertificate {
+    TlsCertificate();
+    ~TlsCertificate();
+    TlsCertificate(const TlsCertificate &) = delete;
+    TlsCertificate &operator=(const TlsCertificate &) = delete;
+
+    std::string cert_file;
+    std::string key_file;
+    std::string key_pem; // parsed again by each worker
+    mbedtls_x509_crt chain;
+    // Lower-case DNS names from the SANs (the CN when there are none); "*.example.com" wildcards.
+    std::vector<std::string> names;
+
+    bool covers(std::string_view host) const;
+};
+
+class TlsContext {
+  public:
+    // Loads (or, with self_signed_if_missing, first creates) every certificate; throws
+    // StartupError naming the file and the problem.
+    // `check_only` (trellis --check): a missing pair that would be generated is fine, and
+    // nothing is written.
+    static std::shared_ptr<TlsContext> load(const TlsConfig &config, bool check_only = false);
+    ~TlsContext();
+    TlsContext(const TlsContext &) = delete;
+    TlsContext &operator=(const TlsContext &) = delete;
+
+    const TlsConfig &config() const { return config_; }
+    const std::vector<std::unique_ptr<TlsCertificate>> &certificates() const { return certificates_; }
+    // The certificate for an SNI name: exact SAN match first, then wildcard, else the first.
+    size_t pick(std::string_view server_name) const;
+
+  private:
+    TlsContext(const TlsConfig &config);
+    friend class WorkerTls;
+    TlsConfig config_;
+    std::vector<std::unique_ptr<TlsCertificate>> certificates_;
+    mbedtls_x509_crt client_ca_;
+    mbedtls_ssl_cache_context cache_;
+    mbedtls_ssl_ticket_context ticket_;
+    mbedtls_ctr_drbg_context ticket_drbg_; // used by the ticket context under its own mutex
+};
+
+// Told by the SNI callback which name the client asked for and which certificate was chosen. The
+// BIO context of every ssl_context on a WorkerTls config must point to one of these.
+class TlsHandshakeObserver {
+  public:
+    virtual void on_server_name(std::string_view name, size_t certificate_index) = 0;
+
+  protected:
+    ~TlsHandshakeObserver() = default;
+};
+
+// Per worker: the ssl_config handshakes on that worker use.
+class WorkerTls {
+  public:
+    WorkerTls(std::shared_ptr<const TlsContext> context, unsigned worker_index);
+    ~WorkerTls();
+    WorkerTls(const WorkerTls &) = delete;
+    WorkerTls &operator=(const WorkerTls &) = delete;
+
+    const mbedtls_ssl_config *ssl_config() const { return &config_; }
+    const TlsContext &context() const { return *context_; }
+
+  private:
+    static int on_sni(void *self, mbedtls_ssl_context *ssl, const unsigned char *name, size_t length);
+    std::shared_ptr<const TlsContext> context_;
+    mbedtls_ctr_drbg_context drbg_;
+    mbedtls_ssl_config config_;
+    std::vector<std::unique_ptr<mbedtls_pk_context>> keys_;
+};
+
+// "MBEDTLS_ERR_...: text" for a log line.
+std::string tls_error_text(int code);
+// Hex SHA-256 of a certificate's DER, "ab:cd:..." as openssl prints it.
+std::string certificate_fingerprint(const mbedtls_x509_crt &crt);
+
+} // namespace trellis
