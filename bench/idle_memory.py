@@ -5,20 +5,26 @@ Opens N connections to each server, sends one request on each (so every connecti
 through a full request/response cycle, as a real keep-alive client has), then measures how much
 the server's resident memory grew, divided by N. Usage:
 
-    bench/idle_memory.py [N]          (default 10000; needs build/trellis and nginx)
+    bench/idle_memory.py [N] [--tls]  (default 10000; needs build/trellis and nginx)
+
+With --tls both servers listen with TLS (the same ECDSA P-256 certificate) and every client
+completes a handshake and one request before going quiet.
 """
 import os
 import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+N = int(ARGS[0]) if ARGS else 10000
+TLS = "--tls" in sys.argv
 
 
 def rss_kib(pids):
@@ -51,8 +57,15 @@ def measure(port, pids_fn):
     request = b"GET /hello HTTP/1.1\r\nHost: bench\r\n\r\n"
     before = rss_kib(pids_fn())
     socks = []
+    context = None
+    if TLS:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     for _ in range(N):
         s = socket.create_connection(("127.0.0.1", port))
+        if context:
+            s = context.wrap_socket(s, server_hostname="localhost")
         s.sendall(request)
         socks.append(s)
     for s in socks:
@@ -82,11 +95,15 @@ def main():
     try:
         port = free_port()
         config = os.path.join(tmp, "trellis.json")
+        cert, key = os.path.join(tmp, "site.crt"), os.path.join(tmp, "site.key")
+        tls = (', "transport": "tls"' if TLS else "")
+        tls_settings = ('"tls": {"certificates": [{"cert": "%s", "key": "%s"}], "self_signed_if_missing": true}, '
+                        % (cert, key)) if TLS else ""
         with open(config, "w") as f:
             f.write('{"workers": 1, "plugin_dir": "%s/build/plugins", "listen": [{"address": "127.0.0.1", '
-                    '"port": %d}], "limits": {"max_connections": %d}, "plugins": [{"name": "hello", '
+                    '"port": %d%s}], %s"limits": {"max_connections": %d}, "plugins": [{"name": "hello", '
                     '"path": "hello"}], "routes": [{"prefix": "/", "plugin": "hello"}], "access_log": "off"}'
-                    % (ROOT, port, N + 100))
+                    % (ROOT, port, tls, tls_settings, N + 100))
         server = subprocess.Popen([os.path.join(ROOT, "build/trellis"), "--config", config],
                                   stderr=subprocess.DEVNULL)
         wait_port(port)
@@ -105,8 +122,9 @@ def main():
                         "http { access_log off; keepalive_timeout 300s; keepalive_requests 100000;\n"
                         "  client_body_temp_path %s/tmp; proxy_temp_path %s/tmp; fastcgi_temp_path %s/tmp;\n"
                         "  uwsgi_temp_path %s/tmp; scgi_temp_path %s/tmp;\n"
-                        "  server { listen 127.0.0.1:%d; location / { return 200 'Hello, World!'; } } }\n"
-                        % ((prefix, prefix, N + 100) + (prefix,) * 5 + (port,)))
+                        "  server { listen 127.0.0.1:%d%s; %s location / { return 200 'Hello, World!'; } } }\n"
+                        % ((prefix, prefix, N + 100) + (prefix,) * 5 + (port, " ssl" if TLS else "",
+                           ("ssl_certificate %s; ssl_certificate_key %s;" % (cert, key)) if TLS else "")))
             master = subprocess.Popen([nginx, "-p", prefix, "-c", os.path.join(prefix, "nginx.conf")],
                                       stderr=subprocess.DEVNULL)
             wait_port(port)
@@ -115,7 +133,7 @@ def main():
             master.wait(timeout=20)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"idle keep-alive connections: {N}")
+    print(f"idle keep-alive connections: {N}{' (TLS)' if TLS else ''}")
     for name, per in results.items():
         print(f"{name}: {per:.0f} bytes per idle connection (RSS growth / N)")
     if "nginx" in results and results["nginx"] > 0:

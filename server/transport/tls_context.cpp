@@ -61,7 +61,13 @@ std::string read_file(const std::string &path) {
     return buffer.str();
 }
 
+void make_parent_dirs(const std::string &path) {
+    for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
+        mkdir(path.substr(0, slash).c_str(), 0755); // EEXIST is fine; a real failure shows at fopen
+}
+
 void write_file(const std::string &path, const std::string &data, mode_t mode) {
+    make_parent_dirs(path);
     FILE *f = fopen(path.c_str(), "wb");
     if (!f)
         throw StartupError("tls: cannot write " + path + ": " + strerror(errno));
