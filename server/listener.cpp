@@ -30,8 +30,8 @@ std::string listener_url(const ListenConfig &config, uint16_t port) {
     return scheme + (v6 ? "[" + config.address + "]" : config.address) + ":" + std::to_string(port);
 }
 
-Listener *Listener::open(WorkerContext &worker, const ListenerSettings &settings, const WorkerTls *tls,
-                         uint16_t port) {
+Listener *Listener::open(WorkerContext &worker, const ListenerSettings &settings,
+                         std::shared_ptr<const WorkerTls> tls, uint16_t port) {
     const ListenConfig &config = settings.config;
     sockaddr_storage address = {};
     socklen_t length;
@@ -59,7 +59,7 @@ Listener *Listener::open(WorkerContext &worker, const ListenerSettings &settings
     if (getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length) == 0)
         port = ntohs(address.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
 
-    auto *listener = new Listener(worker, settings, tls, fd, port);
+    auto *listener = new Listener(worker, settings, std::move(tls), fd, port);
     listener->poll_.data = listener;
     listener->resume_timer_.data = listener;
     uv_timer_init(worker.loop(), &listener->resume_timer_);
@@ -143,8 +143,8 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     Transport *transport;
     if (tls_)
-        transport = TlsTransport::create(worker_.loop(), fd, *tls_,
-                                         settings_.config.transport == TransportKind::Auto);
+        transport =
+            TlsTransport::create(worker_.loop(), fd, tls_, settings_.config.transport == TransportKind::Auto);
     else
         transport = PlainTransport::create(worker_.loop(), fd);
     if (!transport) {

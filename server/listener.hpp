@@ -18,6 +18,7 @@ class TlsContext;
 // One "listen" entry as the workers share it: its settings and, for tls/auto, its TLS context.
 struct ListenerSettings {
     ListenConfig config;
+    uint16_t bound_port = 0; // the real port (config.port may be 0)
     std::shared_ptr<TlsContext> tls;
 };
 
@@ -26,16 +27,18 @@ class Listener {
     // Creates, binds and listens; throws StartupError naming the address on failure. With
     // port 0 the kernel picks one; pass that port to the other workers' listeners.
     // `tls` is this worker's TLS state for a tls/auto listener, else null.
-    static Listener *open(WorkerContext &worker, const ListenerSettings &settings, const WorkerTls *tls,
-                          uint16_t port);
+    static Listener *open(WorkerContext &worker, const ListenerSettings &settings,
+                          std::shared_ptr<const WorkerTls> tls, uint16_t port);
+    // Certificate reload: new connections use `tls`; open ones keep theirs.
+    void set_tls(std::shared_ptr<const WorkerTls> tls) { tls_ = std::move(tls); }
     uint16_t port() const { return port_; }
     // Stops accepting and frees the listener once libuv is done with it.
     void close();
 
   private:
-    Listener(WorkerContext &worker, const ListenerSettings &settings, const WorkerTls *tls, int fd,
-             uint16_t port)
-        : worker_(worker), settings_(settings), tls_(tls), fd_(fd), port_(port) {}
+    Listener(WorkerContext &worker, const ListenerSettings &settings, std::shared_ptr<const WorkerTls> tls,
+             int fd, uint16_t port)
+        : worker_(worker), settings_(settings), tls_(std::move(tls)), fd_(fd), port_(port) {}
     void on_readable();
     void accept_one(int fd, const struct sockaddr *peer);
     void pause_accepting();
@@ -45,7 +48,7 @@ class Listener {
 
     WorkerContext &worker_;
     const ListenerSettings &settings_;
-    const WorkerTls *tls_;
+    std::shared_ptr<const WorkerTls> tls_;
     int fd_;
     uint16_t port_;
     int pending_closes_ = 0;

@@ -40,8 +40,9 @@ void raise_fd_limit(uint32_t max_connections) {
 }
 
 struct MainLoop {
+    Server *server;
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     uv_async_t worker_exited;
     std::vector<std::unique_ptr<Worker>> *workers;
     std::atomic<size_t> exited{0};
@@ -106,23 +107,59 @@ void Server::start() {
             port = worker->listen(*settings, port);
         TRELLIS_LOG_INFO("listening on %s%s", listener_url(listen, port).c_str(),
                          listen.transport == TransportKind::Auto ? " (plain HTTP and TLS on one port)" : "");
+        settings->bound_port = port;
         listeners_.push_back(std::move(settings));
+    }
+}
+
+void Server::reload_certificates() {
+    TRELLIS_LOG_INFO("SIGHUP: reloading certificates");
+    for (size_t i = 0; i < listeners_.size(); ++i) {
+        ListenerSettings &settings = *listeners_[i];
+        if (!settings.tls)
+            continue;
+        std::string where = listener_url(settings.config, settings.bound_port);
+        try {
+            // Everything is built here first, so a failure leaves every worker on the old state.
+            std::shared_ptr<TlsContext> context = TlsContext::load(settings.config.tls);
+            std::vector<std::shared_ptr<const WorkerTls>> per_worker;
+            for (unsigned w = 0; w < workers_.size(); ++w)
+                per_worker.push_back(std::make_shared<WorkerTls>(context, w));
+            for (unsigned w = 0; w < workers_.size(); ++w)
+                workers_[w]->replace_tls(i, std::move(per_worker[w]));
+            settings.tls = context;
+            for (const auto &cert : context->certificates())
+                TRELLIS_LOG_INFO("tls: %s now serves %s (SHA-256 fingerprint %s)", where.c_str(),
+                                 cert->cert_file.c_str(), certificate_fingerprint(cert->chain).c_str());
+        } catch (const std::exception &e) {
+            TRELLIS_LOG_ERROR("%s: %s; it keeps its previous certificates", where.c_str(), e.what());
+        }
     }
 }
 
 int Server::run() {
     MainLoop main;
+    main.server = this;
     main.workers = &workers_;
     uv_loop_init(&main.loop);
-    main.sigint.data = main.sigterm.data = main.worker_exited.data = &main;
+    main.sigint.data = main.sigterm.data = main.sighup.data = main.worker_exited.data = &main;
     uv_signal_init(&main.loop, &main.sigint);
     uv_signal_init(&main.loop, &main.sigterm);
+    uv_signal_init(&main.loop, &main.sighup);
     auto on_signal = [](uv_signal_t *handle, int signum) {
         TRELLIS_LOG_INFO("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
         stop_workers(*static_cast<MainLoop *>(handle->data));
     };
     uv_signal_start(&main.sigint, on_signal, SIGINT);
     uv_signal_start(&main.sigterm, on_signal, SIGTERM);
+    uv_signal_start(
+        &main.sighup,
+        [](uv_signal_t *handle, int) {
+            auto &m = *static_cast<MainLoop *>(handle->data);
+            if (!m.stopping)
+                m.server->reload_certificates();
+        },
+        SIGHUP);
     uv_async_init(&main.loop, &main.worker_exited, [](uv_async_t *handle) {
         auto &m = *static_cast<MainLoop *>(handle->data);
         // A worker that exits on its own (a plugin failed to start) takes the others with it.
@@ -133,6 +170,7 @@ int Server::run() {
                 worker->join();
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigint), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigterm), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t *>(&m.sighup), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.worker_exited), nullptr);
         }
     });

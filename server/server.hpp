@@ -26,6 +26,9 @@ class Server {
     void start();
     // Runs until SIGINT/SIGTERM has stopped every worker. Returns the exit status.
     int run();
+    // SIGHUP: reloads every TLS listener's certificates and keys. New handshakes use them; open
+    // connections keep theirs. A listener whose files fail to load keeps its old ones (logged).
+    void reload_certificates();
 
   private:
     Config config_;

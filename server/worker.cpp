@@ -20,6 +20,8 @@ Worker::Worker(unsigned index, const Config &config, const Router *router, Plugi
     context_->on_drained_data = this;
     uv_async_init(&loop_, &stop_async_, uv_on_stop);
     stop_async_.data = this;
+    uv_async_init(&loop_, &post_async_, uv_on_post);
+    post_async_.data = this;
     uv_timer_init(&loop_, &shutdown_timer_);
     shutdown_timer_.data = this;
 }
@@ -30,12 +32,10 @@ Worker::~Worker() {
 }
 
 uint16_t Worker::listen(const ListenerSettings &settings, uint16_t port) {
-    const WorkerTls *tls = nullptr;
-    if (settings.tls) {
-        tls_.push_back(std::make_unique<WorkerTls>(settings.tls, index_));
-        tls = tls_.back().get();
-    }
-    Listener *listener = Listener::open(*context_, settings, tls, port);
+    std::shared_ptr<const WorkerTls> tls;
+    if (settings.tls)
+        tls = std::make_shared<WorkerTls>(settings.tls, index_);
+    Listener *listener = Listener::open(*context_, settings, std::move(tls), port);
     listeners_.push_back(listener);
     return listener->port();
 }
@@ -48,6 +48,33 @@ void Worker::start(void (*on_exit)(void *), void *data) {
 
 void Worker::stop() {
     uv_async_send(&stop_async_);
+}
+
+void Worker::post(std::function<void()> task) {
+    std::lock_guard<std::mutex> lock(posted_mutex_);
+    if (!accepting_posts_)
+        return;
+    posted_.push_back(std::move(task));
+    uv_async_send(&post_async_);
+}
+
+void Worker::uv_on_post(uv_async_t *async) noexcept {
+    auto *self = static_cast<Worker *>(async->data);
+    // uv_async_send coalesces: drain everything queued so far.
+    std::vector<std::function<void()>> tasks;
+    {
+        std::lock_guard<std::mutex> lock(self->posted_mutex_);
+        tasks.swap(self->posted_);
+    }
+    for (auto &task : tasks)
+        task();
+}
+
+void Worker::replace_tls(size_t listener, std::shared_ptr<const WorkerTls> tls) {
+    post([this, listener, tls = std::move(tls)]() mutable {
+        if (listener < listeners_.size()) // none left once stopping
+            listeners_[listener]->set_tls(std::move(tls));
+    });
 }
 
 void Worker::join() {
@@ -107,6 +134,11 @@ void Worker::on_stop() {
         listener->close();
     listeners_.clear();
     uv_close(reinterpret_cast<uv_handle_t *>(&stop_async_), nullptr);
+    {
+        std::lock_guard<std::mutex> lock(posted_mutex_);
+        accepting_posts_ = false;
+    }
+    uv_close(reinterpret_cast<uv_handle_t *>(&post_async_), nullptr);
     close_all_connections(false);
     if (context_->connections == 0) {
         on_drained();

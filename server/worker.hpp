@@ -6,7 +6,9 @@
 #include "worker_context.hpp"
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -34,6 +36,10 @@ class Worker {
     // Any thread: stop accepting, finish in-flight responses, close idle connections, exit
     // (forcibly after limits.shutdown_timeout_ms).
     void stop();
+    // Any thread: runs `task` on the worker's thread, soon (dropped once the worker stops).
+    void post(std::function<void()> task);
+    // Main thread, while running: new TLS state for listener number `listener` (post()ed).
+    void replace_tls(size_t listener, std::shared_ptr<const WorkerTls> tls);
     void join();
     // False if a plugin's on_worker_start failed.
     bool started_ok() const { return started_ok_.load(); }
@@ -44,6 +50,7 @@ class Worker {
     void close_all_connections(bool force);
     void on_drained();
     static void uv_on_stop(uv_async_t *async) noexcept;
+    static void uv_on_post(uv_async_t *async) noexcept;
     static void uv_on_shutdown_timeout(uv_timer_t *timer) noexcept;
 
     unsigned index_;
@@ -52,8 +59,11 @@ class Worker {
     uv_loop_t loop_;
     std::unique_ptr<WorkerContext> context_;
     std::vector<Listener *> listeners_;
-    std::vector<std::unique_ptr<WorkerTls>> tls_; // one per tls/auto listener; outlives connections
     uv_async_t stop_async_;
+    uv_async_t post_async_;
+    std::mutex posted_mutex_;
+    std::vector<std::function<void()>> posted_;
+    bool accepting_posts_ = true; // under posted_mutex_
     uv_timer_t shutdown_timer_;
     bool stopping_ = false;
     std::atomic<bool> started_ok_{true};

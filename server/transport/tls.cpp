@@ -31,8 +31,9 @@ std::string describe_verify_flags(uint32_t flags) {
 
 } // namespace
 
-TlsTransport *TlsTransport::create(uv_loop_t *loop, int fd, const WorkerTls &tls, bool allow_plain) {
-    auto *transport = new TlsTransport(fd, tls, allow_plain);
+TlsTransport *TlsTransport::create(uv_loop_t *loop, int fd, std::shared_ptr<const WorkerTls> tls,
+                                   bool allow_plain) {
+    auto *transport = new TlsTransport(fd, std::move(tls), allow_plain);
     if (!transport->attach(loop)) {
         delete transport;
         return nullptr;
@@ -40,8 +41,8 @@ TlsTransport *TlsTransport::create(uv_loop_t *loop, int fd, const WorkerTls &tls
     return transport;
 }
 
-TlsTransport::TlsTransport(int fd, const WorkerTls &tls, bool allow_plain)
-    : PlainTransport(fd), tls_(tls), mode_(allow_plain ? Mode::Sniffing : Mode::Handshake) {}
+TlsTransport::TlsTransport(int fd, std::shared_ptr<const WorkerTls> tls, bool allow_plain)
+    : PlainTransport(fd), tls_(std::move(tls)), mode_(allow_plain ? Mode::Sniffing : Mode::Handshake) {}
 
 TlsTransport::~TlsTransport() {
     if (ssl_)
@@ -51,7 +52,7 @@ TlsTransport::~TlsTransport() {
 bool TlsTransport::start_tls() {
     ssl_ = std::make_unique<mbedtls_ssl_context>();
     mbedtls_ssl_init(ssl_.get());
-    int rc = mbedtls_ssl_setup(ssl_.get(), tls_.ssl_config());
+    int rc = mbedtls_ssl_setup(ssl_.get(), tls_->ssl_config());
     if (rc != 0) {
         fail("setup", rc);
         return false;
@@ -275,7 +276,7 @@ bool TlsTransport::covers_host(std::string_view host) const {
             return true;
     }
     // Another name is fine if this connection's certificate is the one SNI would pick for it.
-    const TlsContext &context = tls_.context();
+    const TlsContext &context = tls_->context();
     return context.pick(host) == certificate_index_ &&
            context.certificates()[certificate_index_]->covers(host);
 }

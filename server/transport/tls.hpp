@@ -16,7 +16,10 @@ namespace trellis {
 class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
   public:
     // Takes ownership of `fd`. With `allow_plain` (an "auto" listener), plain HTTP is served too.
-    static TlsTransport *create(uv_loop_t *loop, int fd, const WorkerTls &tls, bool allow_plain);
+    // `tls` is kept alive by the connection: a certificate reload must not pull the ssl_config
+    // from under a handshake in progress.
+    static TlsTransport *create(uv_loop_t *loop, int fd, std::shared_ptr<const WorkerTls> tls,
+                                bool allow_plain);
 
     void set_reading(bool on) override;
     ssize_t write(const struct iovec *iov, int count) override;
@@ -31,7 +34,7 @@ class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
 
   private:
     enum class Mode { Sniffing, Handshake, Tls, Plain };
-    TlsTransport(int fd, const WorkerTls &tls, bool allow_plain);
+    TlsTransport(int fd, std::shared_ptr<const WorkerTls> tls, bool allow_plain);
     ~TlsTransport() override;
     void on_poll(int status, int events) override;
     bool start_tls();
@@ -42,7 +45,7 @@ class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
     static int bio_send(void *self, const unsigned char *data, size_t length);
     static int bio_recv(void *self, unsigned char *data, size_t length);
 
-    const WorkerTls &tls_;
+    std::shared_ptr<const WorkerTls> tls_;
     Mode mode_;
     bool handshake_wants_write_ = false;
     size_t pending_record_ = 0; // plaintext bytes in a record mbedTLS is still sending
