@@ -64,23 +64,26 @@ typedef struct trellis_str {
 } trellis_str;
 
 /*
- * What the TLS transport knows about a connection, as text (plugins never see TLS library types).
- * The plugin sets struct_size to sizeof(trellis_tls_info) before asking; the host fills only the
- * fields that fit, so the struct can grow.
- * LIFETIME of the strings: the request's. Empty strings where a fact does not apply.
+ * What the transport under a request knows about its connection, as text: a plugin works the same
+ * over every transport and never sees a transport's library types. The plugin sets struct_size to
+ * sizeof(trellis_transport_info) before asking; the host fills only the fields that fit, so the
+ * struct can grow. LIFETIME of the strings: the request's. Empty where a fact does not apply
+ * (on a plain connection all but `name` are empty).
  */
-typedef struct trellis_tls_info {
+typedef struct trellis_transport_info {
     uint32_t struct_size;
-    trellis_str version;            /* "TLSv1.2" */
-    trellis_str cipher;             /* "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256" */
-    trellis_str server_name;        /* SNI as sent by the client */
-    trellis_str alpn;               /* "http/1.1", or empty */
-    int client_certificate;         /* 1 when the client presented a certificate */
-    trellis_str client_subject;     /* "CN=alice, O=Example" */
-    trellis_str client_san;         /* "DNS:a.example, DNS:b.example" */
-    trellis_str client_fingerprint; /* SHA-256 of the certificate, "AB:CD:..." */
-    trellis_str client_verify;      /* "ok", "none" (no certificate) or the reasons it failed */
-} trellis_tls_info;
+    trellis_str name;             /* "plain" or "tls" */
+    int secure;                   /* 1 when the connection is encrypted and authenticated */
+    trellis_str version;          /* protocol version, "TLSv1.2" */
+    trellis_str cipher;           /* "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256" */
+    trellis_str server_name;      /* the name the client asked for (SNI) */
+    trellis_str alpn;             /* negotiated application protocol, "http/1.1" */
+    int peer_certificate;         /* 1 when the client presented a certificate */
+    trellis_str peer_subject;     /* "CN=alice, O=Example" */
+    trellis_str peer_san;         /* "DNS:a.example, DNS:b.example" */
+    trellis_str peer_fingerprint; /* SHA-256 of the certificate, "AB:CD:..." */
+    trellis_str peer_verify;      /* "ok", "none" (no certificate) or the reasons it failed */
+} trellis_transport_info;
 
 /*
  * One HTTP request in progress. Opaque.
@@ -165,10 +168,9 @@ typedef struct trellis_host {
      * resolve (as they do in the server's own keys). No trailing '/'.
      * LIFETIME: until destroy. THREAD: any. */
     trellis_str (*config_dir)(trellis_plugin_ctx *ctx);
-    /* TLS facts of the connection the request came on: returns 1 and fills *info (up to
-     * info->struct_size) over TLS, 0 on a plain connection.
-     * THREAD: worker thread. LIFETIME of the strings: the request's. */
-    int (*request_tls)(const trellis_request *req, trellis_tls_info *info);
+    /* Facts of the connection the request came on: fills *info up to info->struct_size and
+     * returns info->secure. THREAD: worker thread. LIFETIME of the strings: the request's. */
+    int (*request_transport)(const trellis_request *req, trellis_transport_info *info);
 } trellis_host;
 
 /* True when the running host has the field `field` (for plugins built against a newer header

@@ -4,7 +4,8 @@
  *
  *   {"method": "POST", "target": "/e?x=1", "path": "/e", "query": "x=1", "version": "HTTP/1.1",
  *    "host": "localhost", "headers": [["Host", "localhost"], ...], "body": "...",
- *    "peer": "127.0.0.1:51234", "route_prefix": "/e", "path_below": "/"}
+ *    "peer": "127.0.0.1:51234", "route_prefix": "/e", "path_below": "/",
+ *    "transport": {"name": "plain", "secure": false, "version": "", ...}}
  *
  * Bytes of 0x80 and above are written as \u0080..\u00ff (read as Latin-1), so any body
  * round-trips: json["body"].encode("latin-1") gives back the bytes sent.
@@ -123,23 +124,23 @@ static int echo_on_request(void *instance, trellis_request *req) {
     put_field(&b, "peer", (trellis_str){peer, peer_len}, 0);
     put_field(&b, "route_prefix", h->request_route_prefix(req), 0);
     put_field(&b, "path_below", h->request_path_below(req), 0);
-    /* "tls": null on a plain connection, else the transport's facts. */
-    trellis_tls_info tls = {.struct_size = sizeof tls};
-    if (TRELLIS_HOST_HAS(h, request_tls) && h->request_tls(req, &tls)) {
-        put_cstr(&b, ",\"tls\":{");
-        put_field(&b, "version", tls.version, 1);
-        put_field(&b, "cipher", tls.cipher, 0);
-        put_field(&b, "server_name", tls.server_name, 0);
-        put_field(&b, "alpn", tls.alpn, 0);
-        put_cstr(&b,
-                 tls.client_certificate ? ",\"client_certificate\":true" : ",\"client_certificate\":false");
-        put_field(&b, "client_subject", tls.client_subject, 0);
-        put_field(&b, "client_san", tls.client_san, 0);
-        put_field(&b, "client_fingerprint", tls.client_fingerprint, 0);
-        put_field(&b, "client_verify", tls.client_verify, 0);
+    /* "transport": what the connection is ({"name": "plain", "secure": false, ...}). */
+    trellis_transport_info t = {.struct_size = sizeof t};
+    if (TRELLIS_HOST_HAS(h, request_transport)) {
+        h->request_transport(req, &t);
+        put_cstr(&b, ",\"transport\":{");
+        put_field(&b, "name", t.name, 1);
+        put_cstr(&b, t.secure ? ",\"secure\":true" : ",\"secure\":false");
+        put_field(&b, "version", t.version, 0);
+        put_field(&b, "cipher", t.cipher, 0);
+        put_field(&b, "server_name", t.server_name, 0);
+        put_field(&b, "alpn", t.alpn, 0);
+        put_cstr(&b, t.peer_certificate ? ",\"peer_certificate\":true" : ",\"peer_certificate\":false");
+        put_field(&b, "peer_subject", t.peer_subject, 0);
+        put_field(&b, "peer_san", t.peer_san, 0);
+        put_field(&b, "peer_fingerprint", t.peer_fingerprint, 0);
+        put_field(&b, "peer_verify", t.peer_verify, 0);
         put(&b, "}", 1);
-    } else {
-        put_cstr(&b, ",\"tls\":null");
     }
     put(&b, "}\n", 2);
 

@@ -131,27 +131,29 @@ trellis_str config_dir(trellis_plugin_ctx *ctx) {
     return ctx ? to_str(ctx->config_dir) : trellis_str{".", 1};
 }
 
-int request_tls(const trellis_request *r, trellis_tls_info *info) {
+int request_transport(const trellis_request *r, trellis_transport_info *info) {
     const TlsFacts *facts = r->connection->tls_facts();
-    if (!facts)
-        return 0;
     if (!info)
-        return 1;
-    trellis_tls_info full = {};
+        return facts ? 1 : 0;
+    trellis_transport_info full = {};
     full.struct_size = info->struct_size;
-    full.version = to_str(facts->version);
-    full.cipher = to_str(facts->cipher);
-    full.server_name = to_str(facts->server_name);
-    full.alpn = to_str(facts->alpn);
-    full.client_certificate = facts->client_certificate ? 1 : 0;
-    full.client_subject = to_str(facts->client_subject);
-    full.client_san = to_str(facts->client_san);
-    full.client_fingerprint = to_str(facts->client_fingerprint);
-    full.client_verify = to_str(facts->client_verify);
+    full.name = facts ? trellis_str{"tls", 3} : trellis_str{"plain", 5};
+    full.secure = facts ? 1 : 0;
+    if (facts) {
+        full.version = to_str(facts->version);
+        full.cipher = to_str(facts->cipher);
+        full.server_name = to_str(facts->server_name);
+        full.alpn = to_str(facts->alpn);
+        full.peer_certificate = facts->client_certificate ? 1 : 0;
+        full.peer_subject = to_str(facts->client_subject);
+        full.peer_san = to_str(facts->client_san);
+        full.peer_fingerprint = to_str(facts->client_fingerprint);
+        full.peer_verify = to_str(facts->client_verify);
+    }
     // A plugin built against an older header has a smaller struct: fill only what it has.
     size_t size = info->struct_size < sizeof full ? info->struct_size : sizeof full;
     memcpy(info, &full, size);
-    return 1;
+    return full.secure;
 }
 
 const trellis_host kHost = {
@@ -175,7 +177,7 @@ const trellis_host kHost = {
     respond_file,
     log,
     config_dir,
-    request_tls,
+    request_transport,
 };
 
 } // namespace
