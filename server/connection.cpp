@@ -791,9 +791,17 @@ bool Connection::redirect_to_https() {
     } else {
         location = to;
     }
+    // The target as sent (still percent-encoded, so it cannot carry CR or LF into the header);
+    // for an absolute-form target, its path and query only.
     std::string_view target = r.str(r.target);
-    if (target.empty() || target[0] != '/') // absolute-form: keep only path and query
-        target = std::string_view(r.path).empty() ? std::string_view("/") : std::string_view(r.path);
+    if (target.empty() || target[0] != '/') {
+        size_t authority = target.find("://");
+        size_t rest =
+            authority == std::string_view::npos ? target.size() : target.find_first_of("/?", authority + 3);
+        target = rest == std::string_view::npos ? std::string_view() : target.substr(rest);
+        if (target.empty() || target[0] != '/')
+            location.append("/");
+    }
     location.append(target);
     r.response_headers.assign("Location: ")
         .append(location)

@@ -275,10 +275,9 @@ bool TlsTransport::covers_host(std::string_view host) const {
         if (same)
             return true;
     }
-    // Another name is fine if this connection's certificate is the one SNI would pick for it.
-    const TlsContext &context = tls_->context();
-    return context.pick(host) == certificate_index_ &&
-           context.certificates()[certificate_index_]->covers(host);
+    // Another name is fine as long as SNI would have picked this connection's certificate for it
+    // too: 421 is for a host that another certificate (or its client-auth rules) serves.
+    return tls_->context().pick(host) == certificate_index_;
 }
 
 const TlsFacts *TlsTransport::tls_facts() {

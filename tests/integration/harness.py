@@ -11,10 +11,16 @@ Environment:
   TRELLIS_FIXTURE_PLUGIN_DIR  dir with wrong_abi.so, missing_symbol.so, create_fails.so
   TRELLIS_SOURCE_DIR          repo root                     (default: two levels above this file)
   TRELLIS_TEST_VERBOSE=1      dump the server's stderr after every test, not only failing ones
+  TRELLIS_TEST_TRANSPORT      plain (default), tls or auto: the transport of base_config()'s
+                              listener. For tls and auto the harness makes a test CA and a
+                              certificate for localhost/127.0.0.1 (openssl CLI, once per process),
+                              the raw client speaks TLS (trusting only that CA, SNI "localhost") and
+                              curl gets https URLs with --cacert.
 """
 
 from __future__ import annotations
 
+import atexit
 import calendar
 import email.utils
 import hashlib
@@ -24,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,6 +39,7 @@ import time
 import unittest
 from pathlib import Path
 from typing import Callable, Iterable
+from urllib.parse import urlsplit
 
 # --------------------------------------------------------------------------------------------
 # Locations
@@ -66,7 +74,21 @@ VERBOSE = os.environ.get("TRELLIS_TEST_VERBOSE") == "1"
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 10.0
 
-LISTENING_RE = re.compile(r"listening on http://(\[[^\]]+\]|[^\s:/]+):(\d+)")
+# "listening on http://A:P" (plain), "listening on https://A:P" (tls),
+# "listening on http://A:P (plain HTTP and TLS on one port)" (auto).
+LISTENING_RE = re.compile(
+    r"listening on (https?)://(\[[^\]]+\]|[^\s:/]+):(\d+)( \(plain HTTP and TLS on one port\))?")
+TRANSPORTS = ("plain", "tls", "auto")
+TRANSPORT = (os.environ.get("TRELLIS_TEST_TRANSPORT") or "plain").strip().lower()
+if TRANSPORT not in TRANSPORTS:
+    raise SystemExit(f"TRELLIS_TEST_TRANSPORT must be one of {TRANSPORTS}, got {TRANSPORT!r}")
+TLS = TRANSPORT != "plain"  # the suite's listeners speak TLS (tls, or auto used with TLS)
+# The exact listening line base_config()'s listener logs, per transport.
+LISTENING_LINE_RE = {
+    "plain": r"\[info\] listening on http://127\.0\.0\.1:\d+$",
+    "tls": r"\[info\] listening on https://127\.0\.0\.1:\d+$",
+    "auto": r"\[info\] listening on http://127\.0\.0\.1:\d+ \(plain HTTP and TLS on one port\)$",
+}[TRANSPORT]
 LOG_LINE_RE = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z \[(debug|info|warn|error)\] \S.*$")
 IMF_DATE_RE = re.compile(
@@ -115,6 +137,155 @@ def write_tree(root: Path, tree: dict) -> None:
         if isinstance(content, str):
             content = content.encode()
         p.write_bytes(content)
+
+
+# --------------------------------------------------------------------------------------------
+# Test certificates (openssl CLI)
+# --------------------------------------------------------------------------------------------
+
+OPENSSL = shutil.which("openssl") or "openssl"
+
+_OPENSSL_CNF = """\
+[ req ]
+distinguished_name = dn
+prompt = no
+[ dn ]
+CN = unused
+[ ca ]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[ server ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+{san}
+[ client ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+{san}
+"""
+
+
+def openssl(*args: str, input: bytes | None = None, timeout: float = 20.0,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """Runs the openssl CLI (bounded). check: raise with its output on a non-zero exit."""
+    p = subprocess.run([OPENSSL, *args], input=input, capture_output=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)} failed ({p.returncode}):\n"
+                             f"{p.stdout.decode(errors='replace')}{p.stderr.decode(errors='replace')}")
+    return p
+
+
+def _openssl_cnf(path: Path, dns=(), ips=()) -> Path:
+    alt = [f"DNS:{d}" for d in dns] + [f"IP:{i}" for i in ips]
+    path.write_text(_OPENSSL_CNF.format(san=f"subjectAltName = {', '.join(alt)}" if alt else ""))
+    return path
+
+
+def make_key(path: Path, kind: str = "ec") -> Path:
+    """An ECDSA P-256 key (kind "ec") or an RSA 2048 key (kind "rsa"), PEM."""
+    if kind == "ec":
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-pkeyopt", "ec_param_enc:named_curve", "-out", str(path))
+    else:
+        openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(path))
+    return path
+
+
+class CertPair:
+    def __init__(self, cert: Path, key: Path):
+        self.cert = cert
+        self.key = key
+
+    def fingerprint(self) -> str:
+        """SHA-256 fingerprint as openssl prints it: AB:CD:..."""
+        out = openssl("x509", "-in", str(self.cert), "-noout", "-fingerprint", "-sha256").stdout
+        return out.decode().strip().split("=", 1)[1]
+
+    def __repr__(self):
+        return f"<CertPair {self.cert}>"
+
+
+def make_ca(dir: Path, name: str, cn: str | None = None, days: int = 3650) -> CertPair:
+    """A self-signed CA (ECDSA P-256) at dir/name.crt + dir/name.key."""
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    key = make_key(dir / f"{name}.key")
+    cnf = _openssl_cnf(dir / f"{name}.cnf")
+    crt = dir / f"{name}.crt"
+    openssl("req", "-x509", "-new", "-config", str(cnf), "-extensions", "ca", "-key", str(key),
+            "-sha256", "-days", str(days), "-subj", f"/O=Trellis tests/CN={cn or name}",
+            "-out", str(crt))
+    return CertPair(crt, key)
+
+
+def make_cert(dir: Path, name: str, ca: CertPair, cn: str, dns=(), ips=(), client: bool = False,
+              key_kind: str = "ec", days: int = 825) -> CertPair:
+    """A leaf certificate signed by ca, with subjectAltName DNS:dns..., IP:ips...; a server
+    certificate (serverAuth) or, with client=True, a client one (clientAuth). Checked with
+    `openssl verify` against ca before it is returned."""
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    key = make_key(dir / f"{name}.key", key_kind)
+    cnf = _openssl_cnf(dir / f"{name}.cnf", dns, ips)
+    csr, crt = dir / f"{name}.csr", dir / f"{name}.crt"
+    openssl("req", "-new", "-config", str(cnf), "-key", str(key), "-subj",
+            f"/O=Trellis tests/CN={cn}", "-out", str(csr))
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key),
+            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-sha256",
+            "-days", str(days), "-extfile", str(cnf), "-extensions", "client" if client else "server",
+            "-out", str(crt))
+    v = openssl("verify", "-CAfile", str(ca.cert), "-purpose", "sslclient" if client else "sslserver",
+                str(crt))
+    if not v.stdout.decode().strip().endswith(": OK"):
+        raise AssertionError(f"openssl verify of {crt}: {v.stdout!r} {v.stderr!r}")
+    return CertPair(crt, key)
+
+
+class SuitePKI:
+    """The process-wide test CA and the localhost server certificate it signed, made once (on
+    first use) in a temp dir removed at exit."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="trellis-pki-"))
+        atexit.register(shutil.rmtree, self.dir, True)
+        self.ca = make_ca(self.dir, "test-ca", "Trellis Test CA")
+        self.server = make_cert(self.dir, "localhost", self.ca, "localhost",
+                                dns=["localhost"], ips=["127.0.0.1"])
+
+
+_pki: SuitePKI | None = None
+_pki_lock = threading.Lock()
+
+
+def suite_pki() -> SuitePKI:
+    global _pki
+    with _pki_lock:
+        if _pki is None:
+            _pki = SuitePKI()
+        return _pki
+
+
+_client_contexts: dict = {}
+
+
+def client_context(cafile: str | Path | None = None) -> ssl.SSLContext:
+    """A TLS client context trusting only cafile (default: the test CA), hostname checked,
+    TLS 1.2 at least. Cached per CA file."""
+    cafile = str(cafile or suite_pki().ca.cert)
+    ctx = _client_contexts.get(cafile)
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode CERT_REQUIRED, check_hostname
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_verify_locations(cafile=cafile)
+        _client_contexts[cafile] = ctx
+    return ctx
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,39 +479,91 @@ def chunked(*pieces: bytes, extensions: bool = False) -> bytes:
 # Raw socket client
 # --------------------------------------------------------------------------------------------
 
+# The transport of every listener a Server of this process has reported, by port, so that a
+# Conn(port) made from a bare port number speaks what that port expects (TLS on tls and auto
+# listeners). Ports not in here use TRANSPORT.
+_PORT_TRANSPORTS: dict[int, str] = {}
+
+# What a TLS-level failure looks like to the reader: the peer is gone.
+_TLS_EOF_ERRORS = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
+
+
 class Conn:
-    """One TCP connection with a receive buffer, for raw HTTP."""
+    """One TCP connection with a receive buffer, for raw HTTP. Over TLS (transport "tls" or
+    "auto") the socket is an ssl.SSLSocket that trusts only the test CA and sends SNI
+    "localhost"; the handshake happens in the constructor. A handshake the server refuses or
+    cuts leaves the Conn closed (eof, reset, handshake_error set) rather than raising, as a
+    plain connection the server closes at once would be."""
 
     def __init__(self, port: int, host: str = LOOPBACK, timeout: float = 5.0,
-                 rcvbuf: int | None = None):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
+                 rcvbuf: int | None = None, transport: str | None = None,
+                 server_hostname: str | None = "localhost", context: ssl.SSLContext | None = None):
+        self.transport = transport or _PORT_TRANSPORTS.get(port, TRANSPORT)
+        self.tls = self.transport != "plain"
         self.timeout = timeout
         self.buf = bytearray()  # bytearray: appending is amortised O(1) for large bodies
         self.eof = False
         self.reset = False
+        self.handshake_error: Exception | None = None
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock = raw
+        if rcvbuf:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect
+        raw.settimeout(timeout)
+        try:
+            raw.connect((host, port))
+        except BaseException:
+            raw.close()
+            raise
+        if self.tls:
+            ctx = context or client_context()
+            try:
+                # wrap_socket takes over the descriptor (raw is detached) and does the handshake.
+                self.sock = ctx.wrap_socket(raw, server_hostname=server_hostname)
+                self.sock.settimeout(timeout)
+            except socket.timeout:
+                raw.close()
+                raise TimeoutError("timed out in the TLS handshake") from None
+            except ssl.SSLCertVerificationError:
+                raw.close()
+                raise  # a wrong certificate is a real failure, never "closed"
+            except (ssl.SSLError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as e:
+                # The server closed or refused the connection during the handshake.
+                self.handshake_error = e
+                self.eof = True
+                self.reset = True
+                self.sock = raw  # detached and closed by the failed wrap_socket
 
     # -- sending
     def send(self, data: bytes) -> None:
+        if self.handshake_error is not None:
+            raise ConnectionResetError(f"TLS handshake failed: {self.handshake_error}")
         self.sock.sendall(data)
 
     def try_send(self, data: bytes) -> bool:
         """Sends; returns False instead of raising when the peer has closed/reset."""
         try:
-            self.sock.sendall(data)
+            self.send(data)
             return True
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ssl.SSLError):
             return False
 
     def request(self, method: str, target: str, headers=None, body: bytes | str = b"", **kw):
         self.send(build_request(method, target, headers, body, **kw))
 
+    def half_close(self) -> None:
+        """The client is done sending, not done reading: a TCP FIN (SHUT_WR). Over TLS too: the
+        FIN goes on the underlying socket (ssl.SSLSocket.shutdown would drop the TLS layer for
+        the reads that follow), with no close_notify; the server takes the EOF as end of input."""
+        socket.socket.shutdown(self.sock, socket.SHUT_WR)
+
     @property
     def local_port(self) -> int:
         return self.sock.getsockname()[1]
+
+    def cipher(self):
+        """(name, protocol, bits) of the TLS connection, None on plain."""
+        return self.sock.cipher() if isinstance(self.sock, ssl.SSLSocket) else None
 
     # -- receiving
     def _recv(self, deadline: float, max_chunk: int = 65536) -> bool:
@@ -355,8 +578,11 @@ class Conn:
             chunk = self.sock.recv(max_chunk)
         except socket.timeout:
             raise TimeoutError("timed out waiting for data from the server") from None
-        except (ConnectionResetError, ConnectionAbortedError):
-            self.eof = True
+        except _TLS_EOF_ERRORS:
+            self.eof = True  # close_notify, or a TCP EOF without one
+            return False
+        except (ConnectionResetError, ConnectionAbortedError, ssl.SSLError):
+            self.eof = True  # a reset, or a TLS-level failure (an alert): the connection is gone
             self.reset = True
             return False
         if not chunk:
@@ -435,7 +661,8 @@ class Conn:
 
 
 def recv_until_closed(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]:
-    """Reads a plain socket until EOF/reset. Returns (data, closed_within_timeout)."""
+    """Reads a socket (plain or ssl.SSLSocket) until EOF/reset. Returns (data,
+    closed_within_timeout)."""
     deadline = time.monotonic() + timeout
     data = b""
     while True:
@@ -447,8 +674,8 @@ def recv_until_closed(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes,
             chunk = sock.recv(65536)
         except socket.timeout:
             return data, False
-        except (ConnectionResetError, ConnectionAbortedError):
-            return data, True
+        except (ConnectionResetError, ConnectionAbortedError, ssl.SSLError):
+            return data, True  # SSLError: close_notify/EOF/alert, the TLS peer is gone
         if not chunk:
             return data, True
         data += chunk
@@ -498,11 +725,20 @@ class CurlResult:
 
 
 def curl(url: str, *args: str, timeout: float = 15.0, input: bytes | None = None) -> CurlResult:
-    """Runs curl; returns the final response (status, headers of the last head, body bytes)."""
+    """Runs curl; returns the final response (status, headers of the last head, body bytes).
+    An https URL is verified against the test CA (--cacert, never -k) unless args name another
+    CA; https://localhost:PORT is pinned to 127.0.0.1 (--resolve: no attempt on ::1)."""
+    extra = []
+    u = urlsplit(url)
+    if u.scheme == "https":
+        if not any(a in ("--cacert", "--capath", "-k", "--insecure") for a in args):
+            extra += ["--cacert", str(suite_pki().ca.cert)]
+        if u.hostname == "localhost" and u.port and "--resolve" not in args:
+            extra += ["--resolve", f"localhost:{u.port}:{LOOPBACK}"]
     with tempfile.TemporaryDirectory(prefix="trellis-curl-") as d:
         hdr, body = os.path.join(d, "h"), os.path.join(d, "b")
         cmd = ["curl", "-q", "-sS", "--noproxy", "*", "--max-time", str(timeout),
-               "-D", hdr, "-o", body, *args, url]
+               "-D", hdr, "-o", body, *extra, *args, url]
         p = subprocess.run(cmd, input=input, capture_output=True, timeout=timeout + 5)
         raw = Path(hdr).read_bytes() if os.path.exists(hdr) else b""
         data = Path(body).read_bytes() if os.path.exists(body) else b""
@@ -575,12 +811,22 @@ def run_trellis(*args: str, cwd: str | Path | None = None, timeout: float = 10.0
     return Ran(p.returncode, out.decode(errors="replace"), err.decode(errors="replace"), timed_out)
 
 
+def tls_settings(cert: CertPair | None = None, **more) -> dict:
+    """A "tls" config object serving cert (default: the suite's localhost certificate)."""
+    cert = cert or suite_pki().server
+    out = {"certificates": [{"cert": str(cert.cert), "key": str(cert.key)}]}
+    out.update(more)
+    return out
+
+
 def base_config(**overrides) -> dict:
-    """A config serving hello on /hello, echo on /echo, static (root "www") on /."""
+    """A config serving hello on /hello, echo on /echo, static (root "www") on /, with one
+    listener of transport TRANSPORT (and, for tls/auto, the top-level "tls" settings with the
+    suite's localhost certificate)."""
     cfg = {
         "workers": 1,
         "plugin_dir": str(PLUGIN_DIR),
-        "listen": [{"address": LOOPBACK, "port": 0, "transport": "plain"}],
+        "listen": [{"address": LOOPBACK, "port": 0, "transport": TRANSPORT}],
         "plugins": [
             {"name": "hello", "path": "hello"},
             {"name": "echo", "path": "echo"},
@@ -594,6 +840,8 @@ def base_config(**overrides) -> dict:
         "access_log": "off",
         "log_level": "info",
     }
+    if TRANSPORT != "plain":
+        cfg["tls"] = tls_settings()
     limits = overrides.pop("limits", None)
     if limits is not None:
         cfg["limits"] = dict(limits)
@@ -633,6 +881,7 @@ class Server:
         self.stdout_path = self.dir / "stdout.log"
         self.proc: subprocess.Popen | None = None
         self.listeners: list[tuple[str, int]] = []
+        self.transports: list[str] = []  # per listener: "plain", "tls" or "auto" (from the log)
 
     # -- lifecycle
     def start(self, wait: bool = True, timeout: float = START_TIMEOUT) -> "Server":
@@ -653,7 +902,11 @@ class Server:
         while True:
             found = LISTENING_RE.findall(self.stderr_text())
             if len(found) >= want:
-                self.listeners = [(a, int(p)) for a, p in found[:want]]
+                self.listeners = [(a, int(p)) for _, a, p, _ in found[:want]]
+                self.transports = ["auto" if both else "tls" if scheme == "https" else "plain"
+                                   for scheme, _, _, both in found[:want]]
+                for (_, port), transport in zip(self.listeners, self.transports):
+                    _PORT_TRANSPORTS[port] = transport
                 return
             if self.proc.poll() is not None:
                 raise AssertionError(
@@ -674,6 +927,15 @@ class Server:
         return self.proc.pid
 
     def url(self, path: str = "/", listener: int = 0) -> str:
+        """http://127.0.0.1:PORT/path on a plain listener, https://localhost:PORT/path on tls and
+        auto ones (the test certificate is for localhost and 127.0.0.1)."""
+        port = self.listeners[listener][1]
+        if self.transports[listener] == "plain":
+            return f"http://{LOOPBACK}:{port}{path}"
+        return f"https://localhost:{port}{path}"
+
+    def http_url(self, path: str = "/", listener: int = 0) -> str:
+        """A plain http:// URL for the listener (on an auto listener: its plain side)."""
         return f"http://{LOOPBACK}:{self.listeners[listener][1]}{path}"
 
     def running(self) -> bool:
@@ -732,8 +994,12 @@ class Server:
         return wait_for(lambda: rx.search(self.stderr_text()), timeout)
 
     # -- clients
-    def conn(self, timeout: float = 5.0, listener: int = 0, rcvbuf: int | None = None) -> Conn:
-        return Conn(self.listeners[listener][1], timeout=timeout, rcvbuf=rcvbuf)
+    def conn(self, timeout: float = 5.0, listener: int = 0, rcvbuf: int | None = None,
+             **kw) -> Conn:
+        """A raw connection speaking the listener's transport (TLS on tls and auto ones unless
+        transport="plain"); kw: transport, server_hostname, context (see Conn)."""
+        kw.setdefault("transport", self.transports[listener])
+        return Conn(self.listeners[listener][1], timeout=timeout, rcvbuf=rcvbuf, **kw)
 
     def get(self, target: str, headers=None, method: str = "GET", body=b"", **kw) -> Response:
         """One request on a fresh connection with Connection: close; returns the response."""

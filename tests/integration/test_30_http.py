@@ -2,7 +2,6 @@
 absolute-form targets, HEAD, Date/Server, the echo plugin's view of requests."""
 
 import os
-import socket
 import sys
 import time
 
@@ -152,7 +151,7 @@ class Basics(TrellisTestCase):
     def test_half_close_after_pipelined_requests_gets_every_answer(self):
         c = self.conn(self.s)
         c.send(b"".join(build_request("GET", f"/echo/h{i}") for i in range(16)))
-        c.sock.shutdown(socket.SHUT_WR)  # the client is done sending, not done reading
+        c.half_close()  # the client is done sending, not done reading (a FIN, over TLS too)
         data, closed = c.read_until_closed(5)
         resps, rest = parse_responses(data)
         self.assertEqual([r.json()["path"] for r in resps], [f"/echo/h{i}" for i in range(16)])
@@ -456,11 +455,14 @@ class Routing(TrellisTestCase):
 
 class MultipleListeners(TrellisTestCase):
     def test_two_listeners(self):
+        # The first without "transport" (plain by default), the second of the suite's transport.
         cfg = base_config(listen=[{"address": "127.0.0.1", "port": 0},
-                                  {"address": "127.0.0.1", "port": 0, "transport": "plain"}])
+                                  {"address": "127.0.0.1", "port": 0,
+                                   "transport": harness.TRANSPORT}])
         s = self.start_server(cfg)
         self.assertEqual(len(s.listeners), 2)
         self.assertNotEqual(s.listeners[0][1], s.listeners[1][1])
+        self.assertEqual(s.transports, ["plain", harness.TRANSPORT])
         for i in range(2):
             with Conn(s.listeners[i][1]) as c:
                 c.request("GET", "/hello")

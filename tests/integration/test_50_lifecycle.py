@@ -30,7 +30,7 @@ class StartupLog(TrellisTestCase):
             self.assertRegex(ln, LOG_LINE_RE)
         listening = [ln for ln in lines if "listening on" in ln]
         self.assertEqual(len(listening), 1, lines)
-        self.assertRegex(listening[0], r"\[info\] listening on http://127\.0\.0\.1:\d+$")
+        self.assertRegex(listening[0], harness.LISTENING_LINE_RE)  # http:// or https://, per transport
         self.assertNotEqual(s.port, 0)
 
     def test_workers_auto(self):
