@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Memory per idle keep-alive connection, trellis and nginx side by side.
+"""Memory per idle keep-alive connection, trellis, nginx and lighttpd side by side.
 
 Opens N connections to each server, sends one request on each (so every connection has been
 through a full request/response cycle, as a real keep-alive client has), then measures how much
 the server's resident memory grew, divided by N. Usage:
 
-    bench/idle_memory.py [N] [--tls]  (default 10000; needs build/trellis and nginx)
+    bench/idle_memory.py [N] [--tls]  (default 10000; needs build/trellis; nginx and lighttpd
+                                       are measured when installed)
 
-With --tls both servers listen with TLS (the same ECDSA P-256 certificate) and every client
-completes a handshake and one request before going quiet.
+With --tls the servers listen with TLS (the same ECDSA P-256 certificate; lighttpd through
+mod_mbedtls, the same mbedTLS as trellis, skipped if lighttpd-mod-mbedtls is missing) and every
+client completes a handshake and one request before going quiet. Every server runs one worker
+process (lighttpd: server.max-worker 0, a single process).
 """
 import os
 import resource
@@ -131,13 +134,41 @@ def main():
             results["nginx"] = measure(port, lambda: children(master.pid))
             master.send_signal(signal.SIGQUIT)
             master.wait(timeout=20)
+
+        lighttpd = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
+        mod_mbedtls = "/usr/lib/lighttpd/mod_mbedtls.so"
+        if os.path.exists(lighttpd) and (not TLS or os.path.exists(mod_mbedtls)):
+            port = free_port()
+            prefix = os.path.join(tmp, "lighttpd")
+            www = os.path.join(prefix, "www")
+            os.makedirs(www)
+            with open(os.path.join(www, "hello"), "w") as f:
+                f.write("Hello, World!")
+            conf = os.path.join(prefix, "lighttpd.conf")
+            with open(conf, "w") as f:
+                f.write('server.bind = "127.0.0.1"\nserver.port = %d\nserver.document-root = "%s"\n'
+                        'server.errorlog = "%s/error.log"\nserver.max-worker = 0\n'
+                        'server.max-connections = %d\nserver.max-fds = %d\n'
+                        'server.max-keep-alive-idle = 300\nserver.max-keep-alive-requests = 100000\n'
+                        % (port, www, prefix, N + 100, 3 * (N + 100)))
+                if TLS:
+                    f.write('server.modules = ("mod_mbedtls")\nssl.engine = "enable"\n'
+                            'ssl.pemfile = "%s"\nssl.privkey = "%s"\n' % (cert, key))
+            # Own session: lighttpd signals its whole process group on shutdown.
+            server = subprocess.Popen([lighttpd, "-D", "-f", conf], stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
+            wait_port(port)
+            results["lighttpd"] = measure(port, lambda: [server.pid])
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"idle keep-alive connections: {N}{' (TLS)' if TLS else ''}")
     for name, per in results.items():
         print(f"{name}: {per:.0f} bytes per idle connection (RSS growth / N)")
-    if "nginx" in results and results["nginx"] > 0:
-        print(f"ratio trellis/nginx: {results['trellis'] / results['nginx']:.2f}")
+    for other in ("nginx", "lighttpd"):
+        if other in results and results[other] > 0:
+            print(f"ratio trellis/{other}: {results['trellis'] / results[other]:.2f}")
 
 
 if __name__ == "__main__":

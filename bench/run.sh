@@ -40,11 +40,9 @@ RESULTS_DIR=$BENCH_DIR/results
 
 ALL_WORKLOADS=(hello static-1k hello-pipelined-16)
 
-die()  { echo "run.sh: error: $*" >&2; exit 1; }
-warn() { echo "run.sh: WARNING: $*" >&2; }
-info() { echo "run.sh: $*" >&2; }
-
-is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
+# die/warn/info, stop_pid, free_port, subst, wait_ready, wrk_stats, median, ...
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------- checks
 for v in DURATION THREADS CONNECTIONS ROUNDS; do
@@ -94,11 +92,7 @@ if has_server trellis; then
     for p in hello static; do
         [[ -f $PLUGIN_DIR/$p.so ]] || die "plugin $PLUGIN_DIR/$p.so not found"
     done
-    cache=$(dirname "$TRELLIS_BIN")/CMakeCache.txt
-    if [[ -f $cache ]]; then
-        btype=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$cache")
-        [[ $btype == Release ]] || warn "trellis build type is '${btype:-<empty>}', not Release: numbers will not be representative"
-    fi
+    check_release_build "$TRELLIS_BIN"
 fi
 
 # ---------------------------------------------------------------- temp dir + cleanup
@@ -109,22 +103,6 @@ chmod 755 "$TMP"
 TRELLIS_PID=
 NGINX_PID=
 WRK_PID=
-
-stop_pid() { # pid name
-    local pid=$1 name=$2 i
-    [[ -n $pid ]] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for (( i = 0; i < 50; i++ )); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        warn "$name (pid $pid) did not stop on SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$?
@@ -156,56 +134,6 @@ chmod 644 "$WWW"/*
 chmod 755 "$WWW"
 
 # ---------------------------------------------------------------- helpers
-USED_PORTS=()
-port_in_use() { (exec 3<>"/dev/tcp/$ADDRESS/$1") 2>/dev/null; }
-free_port() {
-    local p i u taken
-    for (( i = 0; i < 200; i++ )); do
-        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-        taken=0
-        for u in "${USED_PORTS[@]:-}"; do [[ $u == "$p" ]] && taken=1; done
-        (( taken )) && continue
-        port_in_use "$p" && continue
-        USED_PORTS+=("$p")
-        echo "$p"
-        return 0
-    done
-    die "could not find a free port"
-}
-
-# subst TEMPLATE OUT KEY=VALUE...
-subst() {
-    local in=$1 out=$2 kv key val script=
-    shift 2
-    for kv in "$@"; do
-        key=${kv%%=*}
-        val=${kv#*=}
-        val=${val//\\/\\\\}; val=${val//|/\\|}; val=${val//&/\\&}
-        script+="s|@${key}@|${val}|g;"
-    done
-    sed -e "$script" "$in" > "$out"
-    local left
-    left=$(grep -v '^[[:space:]]*#' "$out" | grep -o '@[A-Z_]\+@' | sort -u | tr '\n' ' ' || true)
-    [[ -z $left ]] || die "unsubstituted placeholder(s) in $out: $left"
-}
-
-# wait_ready NAME PID LOG URL: bounded poll until URL answers (or the process dies).
-wait_ready() {
-    local name=$1 pid=$2 log=$3 url=$4 i
-    for (( i = 0; i < 150; i++ )); do   # ~15 s
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "---- $name log ($log) ----" >&2; cat "$log" >&2 || true
-            die "$name exited during startup"
-        fi
-        if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "---- $name log ($log) ----" >&2; cat "$log" >&2 || true
-    die "$name did not become ready at $url"
-}
-
 # verify NAME BASEURL: /hello and /1k.bin must return the expected bodies.
 verify() {
     local name=$1 base=$2 body
@@ -272,27 +200,16 @@ run_wrk() {
         die "wrk failed for $server/$workload"
     fi
     WRK_PID=
-    local rps non2xx sockerr
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    [[ -n $rps ]] || { cat "$out" >&2; die "could not parse Requests/sec for $server/$workload"; }
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
-    # "Socket errors: connect 0, read 0, write 0, timeout 0"
-    sockerr=$(awk '/Socket errors:/ { gsub(",", ""); print $4 + $6 + $8 + $10 }' "$out")
-    non2xx=${non2xx:-0}; sockerr=${sockerr:-0}
-    if (( non2xx + sockerr > 0 )); then
-        warn "$server/$workload round $round: $non2xx non-2xx/3xx responses, $sockerr socket errors ($(grep 'Socket errors' "$out" || true))"
-        ERRORS[$server,$workload]=$(( ${ERRORS[$server,$workload]:-0} + non2xx + sockerr ))
-        TOTAL_ERRORS=$(( TOTAL_ERRORS + non2xx + sockerr ))
+    local stats rps errors
+    stats=$(wrk_stats "$out") || { cat "$out" >&2; die "could not parse Requests/sec for $server/$workload"; }
+    read -r rps errors <<< "$stats"
+    if (( errors > 0 )); then
+        warn "$server/$workload round $round: $errors non-2xx/3xx responses or socket errors ($(grep -E 'Non-2xx|Socket errors' "$out" | tr '\n' ' ' || true))"
+        ERRORS[$server,$workload]=$(( ${ERRORS[$server,$workload]:-0} + errors ))
+        TOTAL_ERRORS=$(( TOTAL_ERRORS + errors ))
     fi
     RESULTS[$server,$workload]="${RESULTS[$server,$workload]:-} $rps"
     printf '  %-20s %-8s round %d/%d: %12.2f req/s\n' "$workload" "$server" "$round" "$ROUNDS" "$rps" >&2
-}
-
-median() { # values... -> median (mean of the two middle values for even counts)
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-        END { if (NR == 0) { print ""; exit }
-              if (NR % 2) printf "%.2f\n", v[(NR + 1) / 2];
-              else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 info "wrk: -t $THREADS -c $CONNECTIONS -d ${DURATION}s --timeout 5s; $ROUNDS round(s); workloads: ${WORKLOADS[*]}; servers: ${SERVER_LIST[*]}"
@@ -305,13 +222,11 @@ for workload in "${WORKLOADS[@]}"; do
 done
 
 # ---------------------------------------------------------------- report
-fmt_num() { if [[ -n $1 ]]; then printf '%.0f' "$1"; else printf -- '-'; fi; }
-
 {
     echo "# Trellis vs nginx"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "- machine: $(uname -srm), nproc $(nproc), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo 'cpu ?')"
+    echo "- machine: $(machine_info)"
     echo "- trellis: $(has_server trellis && echo "$TRELLIS_BIN (workers: $WORKERS)" || echo 'not run')"
     if has_server nginx; then
         echo "- nginx: $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //') (worker_processes $NGINX_WORKERS)"
