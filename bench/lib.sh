@@ -173,3 +173,15 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >&2 || die "apt-get install -y $* failed"
     have "$what" || die "$what still not found after installing $*"
 }
+
+# make_www DIR: what every server serves: a 1 KiB file and an index, readable by the
+# unprivileged workers nginx and lighttpd switch to when started as root.
+make_www() {
+    local www=$1
+    mkdir -p "$www"
+    head -c 1024 /dev/urandom > "$www/1k.bin"
+    printf '%s\n' '<!doctype html>' \
+        '<html><head><title>trellis bench</title></head><body><p>bench</p></body></html>' > "$www/index.html"
+    chmod 644 "$www"/*
+    chmod 755 "$www"
+}

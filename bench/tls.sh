@@ -160,14 +160,7 @@ trap 'exit 129' HUP
 
 # ---------------------------------------------------------------- content + certificate
 WWW=$TMP/www
-mkdir -p "$WWW"
-head -c 1024 /dev/urandom > "$WWW/1k.bin"
-cat > "$WWW/index.html" <<'EOF'
-<!doctype html>
-<html><head><title>trellis bench</title></head><body><p>bench</p></body></html>
-EOF
-chmod 644 "$WWW"/*
-chmod 755 "$WWW"
+make_www "$WWW"
 
 CERT=$TMP/localhost.crt
 KEY=$TMP/localhost.key

@@ -94,22 +94,28 @@ void Server::start() {
             throw StartupError(e.what());
         }
     }
-    for (unsigned i = 0; i < config_.workers; ++i)
-        workers_.push_back(std::make_unique<Worker>(i, config_, router_.get(), plugins_.get(),
-                                                    access_log_.get(), &open_connections_));
+    // Certificates first: a bad one stops the start before any socket is opened.
     for (const ListenConfig &listen : config_.listen) {
         auto settings = std::make_unique<ListenerSettings>();
         settings->config = listen;
         if (listen.transport != TransportKind::Plain)
             settings->tls = TlsContext::load(listen.tls);
-        uint16_t port = listen.port;
-        for (auto &worker : workers_)
-            port = worker->listen(*settings, port);
-        TRELLIS_LOG_INFO("listening on %s%s", listener_url(listen, port).c_str(),
-                         listen.transport == TransportKind::Auto ? " (plain HTTP and TLS on one port)" : "");
-        settings->bound_port = port;
         listeners_.push_back(std::move(settings));
     }
+    for (unsigned i = 0; i < config_.workers; ++i)
+        workers_.push_back(std::make_unique<Worker>(i, config_, router_.get(), plugins_.get(),
+                                                    access_log_.get(), &open_connections_));
+    // Then every socket; "listening on" is said only once all of them are.
+    for (auto &settings : listeners_) {
+        uint16_t port = settings->config.port;
+        for (auto &worker : workers_)
+            port = worker->listen(*settings, port);
+        settings->bound_port = port;
+    }
+    for (auto &settings : listeners_)
+        TRELLIS_LOG_INFO(
+            "listening on %s%s", listener_url(settings->config, settings->bound_port).c_str(),
+            settings->config.transport == TransportKind::Auto ? " (plain HTTP and TLS on one port)" : "");
 }
 
 void Server::reload_certificates() {

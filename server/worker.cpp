@@ -27,8 +27,26 @@ Worker::Worker(unsigned index, const Config &config, const Router *router, Plugi
 }
 
 Worker::~Worker() {
-    if (thread_.joinable())
-        thread_.join();
+    if (started_) {
+        if (thread_.joinable())
+            thread_.join();
+        return; // run() closed the loop
+    }
+    // Never started (the start failed after this worker was made): close what it opened so the
+    // loop closes as cleanly as a worker that ran.
+    for (Listener *listener : listeners_)
+        listener->close();
+    context_->access_log.close();
+    context_->timeouts.close();
+    uv_walk(
+        &loop_,
+        [](uv_handle_t *handle, void *) {
+            if (!uv_is_closing(handle))
+                uv_close(handle, nullptr);
+        },
+        nullptr);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
 }
 
 uint16_t Worker::listen(const ListenerSettings &settings, uint16_t port) {
@@ -43,6 +61,7 @@ uint16_t Worker::listen(const ListenerSettings &settings, uint16_t port) {
 void Worker::start(void (*on_exit)(void *), void *data) {
     on_exit_ = on_exit;
     on_exit_data_ = data;
+    started_ = true;
     thread_ = std::thread([this] { run(); });
 }
 

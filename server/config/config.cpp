@@ -352,9 +352,16 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         config.has_tls = true;
         parse_tls(r, root["tls"], "/tls", config.base_dir, top_tls);
     }
-    for (size_t i = 0; i < listen.size(); ++i)
-        config.listen.push_back(parse_listen(r, listen[i], "/listen/" + std::to_string(i), config.base_dir,
-                                             config.has_tls ? &top_tls : nullptr));
+    for (size_t i = 0; i < listen.size(); ++i) {
+        std::string ptr = "/listen/" + std::to_string(i);
+        config.listen.push_back(
+            parse_listen(r, listen[i], ptr, config.base_dir, config.has_tls ? &top_tls : nullptr));
+        // SO_REUSEPORT would let both bind and split the connections between them silently.
+        for (size_t j = 0; j < i; ++j)
+            if (config.listen[j].port != 0 && config.listen[j].port == config.listen[i].port &&
+                config.listen[j].address == config.listen[i].address)
+                r.fail(ptr, "the same address and port as /listen/" + std::to_string(j));
+    }
     if (root.contains("limits"))
         config.limits = parse_limits(r, root["limits"]);
 

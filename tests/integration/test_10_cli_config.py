@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -230,6 +231,31 @@ class ConfigErrors(TrellisTestCase):
                 p = self.write(json.dumps(cfg, indent=2))
                 r = run_trellis("--config", str(p), timeout=5)
                 self.assertOneLineNaming(r, p, pointer, words, alternatives)
+
+    def test_two_listeners_on_one_address_and_port(self):
+        cfg = base_config()
+        cfg["listen"] = [dict(cfg["listen"][0], port=18099), dict(cfg["listen"][0], port=18099)]
+        p = self.write(json.dumps(cfg))
+        r = run_trellis("--config", str(p), timeout=5)
+        self.assertOneLineNaming(r, p, "/listen/1", ["same address and port"], ["/listen/0"])
+
+    def test_port_in_use_stops_the_start_cleanly(self):
+        # A socket bound without SO_REUSEPORT: ours cannot share its port.
+        blocker = socket.socket()
+        self.addCleanup(blocker.close)
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        cfg = base_config()
+        cfg["listen"][0]["port"] = port
+        p = self.write(json.dumps(cfg))
+        (p.parent / "www").mkdir(exist_ok=True)
+        r = run_trellis("--config", str(p), timeout=5)
+        self.assertFalse(r.timed_out, r)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(f"127.0.0.1:{port}", r.stderr)
+        self.assertIn("Address already in use", r.stderr)
+        self.assertNotIn("listening on", r.output)
 
     def test_each_config_error_with_check(self):
         for name, mutate, pointer, words, alternatives in CONFIG_ERRORS:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import stat
@@ -777,6 +778,38 @@ class CertificateFiles(TlsTestCase):
         self.assertEqual(crt.read_bytes(), before, "the certificate was regenerated")
         self.assertIsNone(SELF_SIGNED_RE.search(s2.stderr_text()), s2.stderr_text())
         self.echo_tls(s2, ctx=client_ctx(cafile=crt))
+
+    def test_sighup_reloads_certificates_and_keeps_open_connections(self):
+        site = self.tmp / "reload"
+        crt, key = site / "certs" / "site.crt", site / "certs" / "site.key"
+        tls = {"certificates": [{"cert": str(crt), "key": str(key)}], "self_signed_if_missing": True}
+        s = self.tls_server(tls=tls)
+        first = crt.read_bytes()
+        old = self.tls_conn(s, ctx=client_ctx(cafile=crt))
+        old.request("GET", "/hello", [("Host", "localhost")])
+        self.assertEqual(old.read_response().status, 200)
+
+        # New files (generated again, since both are missing), then SIGHUP.
+        crt.unlink()
+        key.unlink()
+        s.send_signal(signal.SIGHUP)
+        self.assertIsNotNone(s.wait_stderr(r"now serves .*site\.crt", timeout=5), s.stderr_text())
+        second = crt.read_bytes()
+        self.assertNotEqual(first, second)
+        # New handshakes present the new certificate (it verifies only with the new file) ...
+        self.echo_tls(s, ctx=client_ctx(cafile=crt))
+        # ... and the connection opened before the reload goes on as it was.
+        old.request("GET", "/hello", [("Host", "localhost")])
+        self.assertEqual(old.read_response().status, 200)
+
+        # A certificate that fails to load keeps the current one in service, with an error line.
+        crt.write_text("not a certificate\n")
+        s.send_signal(signal.SIGHUP)
+        self.assertIsNotNone(s.wait_stderr(r"\[error\] .*site\.crt.*keeps its previous certificates", timeout=5),
+                             s.stderr_text())
+        crt.write_bytes(second)  # only so the client below can trust what is served
+        self.echo_tls(s, ctx=client_ctx(cafile=crt))
+        self.assertTrue(s.running())
 
     def write_config(self, tls):
         d = self.tmp / "cfg"
