@@ -228,14 +228,21 @@ void Connection::abort() {
 
 void Connection::begin_drain() {
     Guard guard(this);
-    bool idle = !session_ || (!session_->in_message && session_->segment_index == session_->segments.size() &&
-                              session_->parse_pos == session_->read_end);
-    // A connection in the middle of a request finishes it: worker_.draining makes its response
-    // say "Connection: close" (after_message), and the connection closes once it is written.
-    if (idle || lingering_)
+    if (lingering_) {
         close_now();
-    else if (!session_->in_message)
-        close_after_flush_ = true; // answers are being written: no further request is read
+        return;
+    }
+    ActiveSession *s = session_;
+    if (s && (s->in_message || s->segment_index < s->segments.size() || s->parse_pos < s->read_end)) {
+        // A request in the middle finishes: worker_.draining makes its answer say
+        // "Connection: close" (after_message). Answers already being written end the connection.
+        if (!s->in_message)
+            close_after_flush_ = true;
+        return;
+    }
+    // Bytes already in the socket are a request on its way: let it arrive and be answered too.
+    if (!transport_->has_unread_input())
+        close_now();
 }
 
 void Connection::start_lingering() {

@@ -1,6 +1,7 @@
 #include "transport/plain.hpp"
 
 #include <cerrno>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -88,6 +89,11 @@ ssize_t PlainTransport::send_file(int fd, int64_t offset, size_t length) {
             continue;
         return errno == EWOULDBLOCK ? -EAGAIN : -errno;
     }
+}
+
+bool PlainTransport::has_unread_input() const {
+    int pending = 0;
+    return ioctl(fd_, FIONREAD, &pending) == 0 && pending > 0;
 }
 
 void PlainTransport::shutdown_write() {

@@ -23,6 +23,7 @@ class PlainTransport : public Transport {
     void shutdown_write() override;
     void close() override;
     const char *name() const override { return "plain"; }
+    bool has_unread_input() const override;
 
   protected:
     explicit PlainTransport(int fd) : fd_(fd) {}

@@ -66,6 +66,10 @@ class Transport {
 
     virtual const char *name() const = 0;
 
+    // True when the peer has sent bytes not read yet (shutdown must not drop such a connection
+    // as idle: a request is on its way).
+    virtual bool has_unread_input() const { return false; }
+
     // TLS facts once the handshake is done; null on a plain connection.
     virtual const TlsFacts *tls_facts() { return nullptr; }
     // True while no request can arrive yet (TLS handshake, or waiting for the first byte on an
