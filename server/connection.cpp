@@ -1,5 +1,6 @@
 #include "connection.hpp"
 
+#include "http/file_response.hpp"
 #include "http/http_date.hpp"
 #include "http/path.hpp"
 #include "http/status_text.hpp"
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -944,86 +946,202 @@ void Connection::respond_error(int status) {
     respond(status, std::string_view(body, static_cast<size_t>(n)));
 }
 
-bool Connection::respond_file(int status, int fd) {
+bool Connection::respond_file(const FileResponse &file) {
     Request &r = session_->request;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(fd);
+    ActiveSession &s = *session_;
+    auto release_fd = [&file] {
+        if (!file.borrowed)
+            ::close(file.fd);
+    };
+    struct stat st = {};
+    if (file.stat) {
+        st = *file.stat;
+    } else if (fstat(file.fd, &st) != 0) {
+        st.st_mode = 0;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        release_fd();
         respond_error(500);
         return false;
     }
-    uint64_t size = static_cast<uint64_t>(st.st_size);
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    int status = file.status;
+    std::vector<ByteRange> &ranges = s.ranges;
+    ranges.clear();
+    RangeOutcome outcome = RangeOutcome::Full;
     if (status == 200) {
-        char etag[64];
-        snprintf(etag, sizeof etag, "\"%lx-%lx-%lx\"", static_cast<unsigned long>(st.st_ino),
-                 static_cast<unsigned long>(st.st_size),
-                 static_cast<unsigned long>(st.st_mtim.tv_sec * 1000000000L + st.st_mtim.tv_nsec));
+        std::string etag =
+            file_etag(static_cast<uint64_t>(st.st_ino), size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
         char last_modified[kHttpDateLength + 1] = {};
         format_http_date(st.st_mtim.tv_sec, last_modified);
         r.response_headers.append("Last-Modified: ").append(last_modified, kHttpDateLength).append("\r\n");
-        r.response_headers.append("ETag: ").append(etag).append("\r\n");
-        // RFC 9110 section 13.2.2: If-None-Match first; If-Modified-Since only without it.
-        bool not_modified = false;
-        std::string_view condition;
-        bool safe = r.llhttp_method == HTTP_GET || r.llhttp_method == HTTP_HEAD;
-        if (r.header("if-none-match", condition)) {
-            std::string_view tag(etag);
-            not_modified = safe && (condition.find('*') != std::string_view::npos ||
-                                    condition.find(tag) != std::string_view::npos);
-        } else if (safe && r.header("if-modified-since", condition)) {
-            time_t since = parse_http_date(condition);
-            not_modified = since != -1 && st.st_mtim.tv_sec <= since;
-        }
-        if (not_modified) {
-            ::close(fd);
+        r.response_headers.append("ETag: ").append(etag).append("\r\nAccept-Ranges: bytes\r\n");
+        RequestConditions conditions;
+        conditions.get_or_head = r.llhttp_method == HTTP_GET || r.llhttp_method == HTTP_HEAD;
+        conditions.has_if_match = r.header("if-match", conditions.if_match);
+        conditions.has_if_unmodified_since = r.header("if-unmodified-since", conditions.if_unmodified_since);
+        conditions.has_if_none_match = r.header("if-none-match", conditions.if_none_match);
+        conditions.has_if_modified_since = r.header("if-modified-since", conditions.if_modified_since);
+        switch (evaluate_preconditions(conditions, etag, st.st_mtim.tv_sec)) {
+        case Precondition::NotModified:
+            release_fd();
             respond(304, {});
             return true;
+        case Precondition::Failed:
+            release_fd();
+            respond_error(412);
+            return true;
+        case Precondition::Proceed:
+            break;
         }
+        std::string_view range, if_range;
+        if (r.llhttp_method == HTTP_GET && r.header("range", range) &&
+            (!r.header("if-range", if_range) || if_range_matches(if_range, etag, st.st_mtim.tv_sec)))
+            outcome = parse_ranges(range, size, file.max_ranges ? file.max_ranges : 16, ranges);
     }
-    if (r.is_head || size == 0) {
-        ::close(fd);
-        write_head(status, size, true);
-        log_access(status, 0);
+    if (outcome == RangeOutcome::Unsatisfiable) {
+        release_fd();
+        char content_range[48];
+        snprintf(content_range, sizeof content_range, "bytes */%llu", static_cast<unsigned long long>(size));
+        r.response_headers.assign("Content-Type: text/plain; charset=utf-8\r\nContent-Range: ");
+        r.response_headers.append(content_range).append("\r\n");
+        respond(416, "416 Range Not Satisfiable\n");
         return true;
     }
-    ActiveSession &s = *session_;
-    if (size <= kInlineFileBytes) {
-        // Read it straight after where the head will go; on a read error answer 500 instead.
-        std::string head_backup = r.response_headers;
-        size_t mark = s.out.size();
-        size_t segments_mark = s.segments.size();
-        write_head(status, size, true);
-        size_t body_start = s.out.size();
-        s.out.resize(body_start + size);
-        size_t done = 0;
-        while (done < size) {
-            ssize_t n = pread(fd, s.out.data() + body_start + done, size - done, static_cast<off_t>(done));
-            if (n <= 0 && errno != EINTR)
-                break;
-            if (n > 0)
-                done += static_cast<size_t>(n);
+
+    size_t out_mark = s.out.size(), segments_mark = s.segments.size();
+    uint64_t body_bytes = 0;
+    bool ok = true;
+    if (outcome == RangeOutcome::Partial && ranges.size() == 1) {
+        const ByteRange &only = ranges[0];
+        char content_range[96];
+        snprintf(content_range, sizeof content_range, "Content-Range: bytes %llu-%llu/%llu\r\n",
+                 static_cast<unsigned long long>(only.first), static_cast<unsigned long long>(only.last),
+                 static_cast<unsigned long long>(size));
+        r.response_headers.append(content_range);
+        status = 206;
+        write_head(status, only.length(), true);
+        if (!r.is_head)
+            ok = queue_file_bytes(file.fd, only.first, only.length());
+        body_bytes = only.length();
+    } else if (outcome == RangeOutcome::Partial) {
+        // multipart/byteranges (RFC 9110 section 14.6): each part names its range and the type.
+        std::string type = take_header(r.response_headers, "Content-Type");
+        char boundary[40];
+        snprintf(boundary, sizeof boundary, "trellis-%016llx",
+                 static_cast<unsigned long long>(st.st_ino * 0x9E3779B97F4A7C15ULL ^ size));
+        std::vector<std::string> part_heads;
+        uint64_t total = 0;
+        for (const ByteRange &part : ranges) {
+            char line[160];
+            snprintf(line, sizeof line, "Content-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                     static_cast<unsigned long long>(part.first), static_cast<unsigned long long>(part.last),
+                     static_cast<unsigned long long>(size));
+            std::string head = std::string("\r\n--") + boundary + "\r\n";
+            if (!type.empty())
+                head += "Content-Type: " + type + "\r\n";
+            head += line;
+            total += head.size() + part.length();
+            part_heads.push_back(std::move(head));
         }
-        ::close(fd);
-        if (done != size) {
-            s.out.resize(mark);
-            s.segments.resize(segments_mark);
-            if (!s.segments.empty() && s.segments.back().fd < 0 && s.segments.back().end > mark)
-                s.segments.back().end = mark;
-            r.response_headers = head_backup;
-            --worker_.stats.responses_by_class[status / 100 % 6];
-            respond_error(500);
+        std::string tail = std::string("\r\n--") + boundary + "--\r\n";
+        total += tail.size();
+        r.response_headers.append("Content-Type: multipart/byteranges; boundary=")
+            .append(boundary)
+            .append("\r\n");
+        status = 206;
+        write_head(status, total, true);
+        if (!r.is_head) {
+            for (size_t i = 0; ok && i < ranges.size(); ++i) {
+                append_body(part_heads[i]);
+                ok = queue_file_bytes(file.fd, ranges[i].first, ranges[i].length());
+            }
+            if (ok)
+                append_body(tail);
+        }
+        body_bytes = total;
+    } else {
+        write_head(status, size, true);
+        if (!r.is_head && size > 0)
+            ok = queue_file_bytes(file.fd, 0, size);
+        body_bytes = size;
+    }
+    release_fd();
+    if (!ok) {
+        // A read error before anything of this answer left: take it back and answer 500.
+        for (size_t i = segments_mark; i < s.segments.size(); ++i)
+            if (s.segments[i].fd >= 0) {
+                ::close(s.segments[i].fd);
+                --s.open_files;
+            }
+        s.segments.resize(segments_mark);
+        if (!s.segments.empty() && s.segments.back().fd < 0 && s.segments.back().end > out_mark)
+            s.segments.back().end = out_mark;
+        s.out.resize(out_mark);
+        --worker_.stats.responses_by_class[status / 100 % 6];
+        respond_error(500);
+        return false;
+    }
+    log_access(status, r.is_head ? 0 : body_bytes);
+    return true;
+}
+
+bool Connection::queue_file_bytes(int fd, uint64_t offset, uint64_t length) {
+    ActiveSession &s = *session_;
+    if (length <= kInlineFileBytes) {
+        // Read now, behind what is queued, so a batch of small answers still leaves in one write.
+        size_t start = s.out.size();
+        s.out.resize(start + length);
+        size_t done = 0;
+        while (done < length) {
+            ssize_t n =
+                pread(fd, s.out.data() + start + done, length - done, static_cast<off_t>(offset + done));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            done += static_cast<size_t>(n);
+        }
+        if (done != length) {
+            s.out.resize(start);
             return false;
         }
-        if (s.segments.back().fd < 0)
-            s.segments.back().end = s.out.size();
-        log_access(status, size);
+        OutSegment &last = s.segments.back();
+        if (last.fd < 0 && last.end == start)
+            last.end = s.out.size();
+        else
+            s.segments.push_back({start, s.out.size(), -1});
         return true;
     }
-    write_head(status, size, true);
-    s.segments.push_back({0, size, fd});
+    // Large: sent later with send_file, from a descriptor of its own (the caller's may be a
+    // cached one, or shared by several ranges).
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return false;
+    s.segments.push_back({offset, offset + length, own});
     ++s.open_files;
-    log_access(status, size);
     return true;
+}
+
+std::string Connection::take_header(std::string &headers, std::string_view name) {
+    size_t pos = 0;
+    while (pos < headers.size()) {
+        size_t eol = headers.find("\r\n", pos);
+        if (eol == std::string::npos)
+            break;
+        std::string_view line(headers.data() + pos, eol - pos);
+        size_t colon = line.find(':');
+        if (colon != std::string_view::npos && iequals(line.substr(0, colon), name)) {
+            std::string_view value = line.substr(colon + 1);
+            while (!value.empty() && value.front() == ' ')
+                value.remove_prefix(1);
+            std::string out(value);
+            headers.erase(pos, eol + 2 - pos);
+            return out;
+        }
+        pos = eol + 2;
+    }
+    return {};
 }
 
 size_t Connection::peer_text(char *buf, size_t len) const {

@@ -10,6 +10,7 @@
 // progress), lingering after the last response (a short drain, then close).
 #pragma once
 
+#include "http/file_response.hpp"
 #include "http/request.hpp"
 #include "timeouts.hpp"
 #include "transport/transport.hpp"
@@ -20,6 +21,7 @@
 #include <memory>
 #include <netinet/in.h>
 #include <string>
+#include <sys/stat.h>
 #include <vector>
 
 namespace trellis {
@@ -29,6 +31,15 @@ struct OutSegment {
     uint64_t begin;
     uint64_t end;
     int fd; // -1 for the output buffer
+};
+
+// What a plugin hands over to answer with a file.
+struct FileResponse {
+    int status = 200;
+    int fd = -1;
+    bool borrowed = false;             // the plugin keeps fd (a cache); otherwise it is closed here
+    uint32_t max_ranges = 0;           // 0: 16
+    const struct stat *stat = nullptr; // when the caller already has it
 };
 
 struct ActiveSession {
@@ -44,8 +55,9 @@ struct ActiveSession {
     size_t head_end = 0;      // where its body begins, once the head is complete
     std::string out;          // serialised responses waiting to be written
     std::vector<OutSegment> segments;
-    size_t segment_index = 0; // first segment not fully written
-    size_t open_files = 0;    // file segments still holding a descriptor
+    size_t segment_index = 0;      // first segment not fully written
+    size_t open_files = 0;         // file segments still holding a descriptor
+    std::vector<ByteRange> ranges; // scratch for respond_file
     // Parser bookkeeping for the request being read.
     bool in_message = false;
     bool in_body = false;
@@ -74,10 +86,13 @@ class Connection final : public TimeoutNode, public TransportEvents {
 
     // ---- used by the host API while a plugin handles a request ----
     void respond(int status, std::string_view body);
-    // False when fd is not a readable regular file (the request was answered with 500).
-    bool respond_file(int status, int fd);
+    // Answers with a file: validators, conditional requests and ranges for status 200, the body
+    // read now (small) or sent later by send_file (large). False when it is not a readable regular
+    // file (the request was answered with 500).
+    bool respond_file(const FileResponse &file);
     void respond_error(int status);
     size_t peer_text(char *buf, size_t len) const;
+    unsigned worker_index() const { return worker_.index(); }
     // TLS facts of this connection, or null on plain.
     const TlsFacts *tls_facts() { return transport_ ? transport_->tls_facts() : nullptr; }
 
@@ -103,6 +118,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     // Output.
     void write_head(int status, uint64_t content_length, bool with_length);
     void append_body(std::string_view body);
+    bool queue_file_bytes(int fd, uint64_t offset, uint64_t length);
+    static std::string take_header(std::string &headers, std::string_view name);
     void log_access(int status, uint64_t body_bytes);
     void flush();
     void after_flush();

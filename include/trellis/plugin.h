@@ -86,6 +86,25 @@ typedef struct trellis_transport_info {
 } trellis_transport_info;
 
 /*
+ * How to answer with a file (trellis_host.respond_file_with). The plugin sets struct_size to
+ * sizeof(trellis_file_options); fields past it are taken as zero, so the struct can grow.
+ */
+typedef struct trellis_file_options {
+    uint32_t struct_size;
+    int status;          /* 200: the host adds ETag, Last-Modified and Accept-Ranges and answers
+                            conditional (304/412) and range (206/416) requests; other: sent as is */
+    int fd;              /* an open regular file */
+    int borrow_fd;       /* 0: the host takes fd and closes it. 1: the plugin keeps fd open (an
+                            open-file cache); the host duplicates what it must keep past the call */
+    uint32_t max_ranges; /* more ranges than this answer the whole file; 0 means 16 */
+    int has_stat;        /* 1: the four fields below describe fd and the host skips its fstat */
+    uint64_t size;
+    int64_t mtime_sec;
+    int64_t mtime_nsec;
+    uint64_t inode;
+} trellis_file_options;
+
+/*
  * One HTTP request in progress. Opaque.
  * OWNERSHIP: the host's.
  * LIFETIME: from the call of on_request until the plugin answers (respond / respond_file return),
@@ -152,11 +171,11 @@ typedef struct trellis_host {
      * host sends only the headers, with the Content-Length of the body. Returns 0, or -1 if the
      * request was already answered. After it returns the request handle is no longer valid. */
     int (*respond)(trellis_request *req, int status, const char *body, size_t body_len);
-    /* Answers with the contents of an open regular file. The host takes ownership of fd (closes
-     * it in every case). With status 200 the host adds Last-Modified and a strong ETag and answers
-     * If-None-Match / If-Modified-Since with 304; other statuses send the file as it is. The host
-     * sends it without copying through user space where the transport allows (sendfile). Returns
-     * 0, or -1 (fd closed, request answered with 500) if fd is not a readable regular file. */
+    /* Answers with the contents of an open regular file; the host takes ownership of fd (closes
+     * it in every case). Same as respond_file_with with only status and fd set: with status 200
+     * the host adds Last-Modified, a strong ETag and Accept-Ranges and answers conditional and
+     * range requests. Returns 0, or -1 (request answered with 500) if fd is not a readable
+     * regular file. */
     int (*respond_file)(trellis_request *req, int status, int fd);
 
     /* ---- anything else ---- */
@@ -171,6 +190,14 @@ typedef struct trellis_host {
     /* Facts of the connection the request came on: fills *info up to info->struct_size and
      * returns info->secure. THREAD: worker thread. LIFETIME of the strings: the request's. */
     int (*request_transport)(const trellis_request *req, trellis_transport_info *info);
+    /* Answers with a file as described by *options (see trellis_file_options): conditional
+     * requests in RFC 9110 order, single and multipart ranges, HEAD, and the body sent without
+     * copying where the transport allows. Returns 0, or -1 (request answered with 500) if fd is
+     * not a readable regular file. THREAD: worker thread. */
+    int (*respond_file_with)(trellis_request *req, const trellis_file_options *options);
+    /* Index of the worker thread running the request, 0 to workers - 1 (as in on_worker_start):
+     * for per-worker state without locks. THREAD: worker thread. */
+    unsigned (*request_worker)(const trellis_request *req);
 } trellis_host;
 
 /* True when the running host has the field `field` (for plugins built against a newer header

@@ -6,7 +6,10 @@
 #include "plugin/loader.hpp"
 #include "router.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace trellis {
 namespace {
@@ -108,17 +111,50 @@ int respond(trellis_request *r, int status, const char *body, size_t body_len) {
     return 0;
 }
 
-int respond_file(trellis_request *r, int status, int fd) {
-    if (r->answered || status < 200 || status > 999) {
-        if (fd >= 0)
-            close(fd);
+int respond_file_with(trellis_request *r, const trellis_file_options *options) {
+    if (!options)
+        return -1;
+    // Fields past the plugin's struct_size read as zero.
+    trellis_file_options o = {};
+    memcpy(&o, options, std::min<size_t>(options->struct_size, sizeof o));
+    if (r->answered || o.status < 200 || o.status > 999) {
+        if (o.fd >= 0 && !o.borrow_fd)
+            close(o.fd);
+        if (r->answered)
+            TRELLIS_LOG_WARN("a plugin answered a request twice; the second answer is ignored");
         return -1;
     }
-    if (fd < 0) {
+    if (o.fd < 0) {
         r->connection->respond_error(500);
         return -1;
     }
-    return r->connection->respond_file(status, fd) ? 0 : -1;
+    FileResponse file;
+    file.status = o.status;
+    file.fd = o.fd;
+    file.borrowed = o.borrow_fd != 0;
+    file.max_ranges = o.max_ranges;
+    struct stat st = {};
+    if (o.has_stat) {
+        st.st_mode = S_IFREG;
+        st.st_size = static_cast<off_t>(o.size);
+        st.st_mtim.tv_sec = o.mtime_sec;
+        st.st_mtim.tv_nsec = o.mtime_nsec;
+        st.st_ino = o.inode;
+        file.stat = &st;
+    }
+    return r->connection->respond_file(file) ? 0 : -1;
+}
+
+int respond_file(trellis_request *r, int status, int fd) {
+    trellis_file_options options = {};
+    options.struct_size = sizeof options;
+    options.status = status;
+    options.fd = fd;
+    return respond_file_with(r, &options);
+}
+
+unsigned request_worker(const trellis_request *r) {
+    return r->connection->worker_index();
 }
 
 void log(trellis_plugin_ctx *ctx, trellis_log_level level, const char *message) {
@@ -178,6 +214,8 @@ const trellis_host kHost = {
     log,
     config_dir,
     request_transport,
+    respond_file_with,
+    request_worker,
 };
 
 } // namespace

@@ -1,0 +1,150 @@
+#include "listing.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+namespace static_files {
+namespace {
+
+struct Entry {
+    std::string name;
+    bool directory;
+    unsigned long long size;
+    time_t mtime;
+};
+
+void html_escape(std::string &out, std::string_view text) {
+    for (char c : text) {
+        switch (c) {
+        case '&':
+            out += "&amp;";
+            break;
+        case '<':
+            out += "&lt;";
+            break;
+        case '>':
+            out += "&gt;";
+            break;
+        case '"':
+            out += "&quot;";
+            break;
+        case '\'':
+            out += "&#39;";
+            break;
+        default:
+            out += c;
+        }
+    }
+}
+
+void url_escape(std::string &out, std::string_view text) {
+    static const char kHex[] = "0123456789ABCDEF";
+    for (unsigned char c : text) {
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                     c == '.' || c == '_' || c == '~';
+        if (plain) {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += kHex[c >> 4];
+            out += kHex[c & 15];
+        }
+    }
+}
+
+void json_escape(std::string &out, std::string_view text) {
+    out += '"';
+    for (unsigned char c : text) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += static_cast<char>(c);
+        } else if (c < 0x20) {
+            char buf[8];
+            snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+        } else {
+            out += static_cast<char>(c);
+        }
+    }
+    out += '"';
+}
+
+std::string http_date(time_t t) {
+    char buf[64];
+    struct tm tm_utc;
+    gmtime_r(&t, &tm_utc);
+    strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm_utc);
+    return buf;
+}
+
+} // namespace
+
+bool list_directory(int dir_fd, bool hide_dotfiles, bool json, std::string_view url_path, std::string &out) {
+    int fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        close(fd);
+        return false;
+    }
+    rewinddir(dir);
+    std::vector<Entry> entries;
+    while (struct dirent *d = readdir(dir)) {
+        std::string_view name = d->d_name;
+        if (name == "." || name == ".." || (hide_dotfiles && name[0] == '.'))
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(dir), d->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        entries.push_back({std::string(name), S_ISDIR(st.st_mode),
+                           static_cast<unsigned long long>(st.st_size), st.st_mtim.tv_sec});
+    }
+    closedir(dir);
+    std::sort(entries.begin(), entries.end(), [](const Entry &a, const Entry &b) { return a.name < b.name; });
+    out.clear();
+    if (json) {
+        out += '[';
+        for (size_t i = 0; i < entries.size(); ++i) {
+            const Entry &e = entries[i];
+            out += i ? ",{\"name\":" : "{\"name\":";
+            json_escape(out, e.name);
+            out += e.directory ? ",\"type\":\"directory\"" : ",\"type\":\"file\"";
+            out += ",\"size\":" + std::to_string(e.size) + ",\"mtime\":";
+            json_escape(out, http_date(e.mtime));
+            out += '}';
+        }
+        out += "]\n";
+        return true;
+    }
+    out += "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Index of ";
+    html_escape(out, url_path);
+    out += "</title></head>\n<body><h1>Index of ";
+    html_escape(out, url_path);
+    out += "</h1>\n<table>\n<tr><th>Name</th><th>Size</th><th>Last modified</th></tr>\n";
+    if (url_path != "/")
+        out += "<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n";
+    for (const Entry &e : entries) {
+        out += "<tr><td><a href=\"";
+        url_escape(out, e.name);
+        if (e.directory)
+            out += '/';
+        out += "\">";
+        html_escape(out, e.name);
+        if (e.directory)
+            out += '/';
+        out += "</a></td><td>";
+        out += e.directory ? "-" : std::to_string(e.size);
+        out += "</td><td>" + http_date(e.mtime) + "</td></tr>\n";
+    }
+    out += "</table>\n</body></html>\n";
+    return true;
+}
+
+} // namespace static_files
