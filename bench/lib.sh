@@ -174,12 +174,14 @@ ensure_packages() {
     have "$what" || die "$what still not found after installing $*"
 }
 
-# make_www DIR: what every server serves: a 1 KiB file and an index, readable by the
+# make_www DIR: what every server serves: 1 KiB, 100 KiB and 10 MiB files and an index, readable by the
 # unprivileged workers nginx and lighttpd switch to when started as root.
 make_www() {
     local www=$1
     mkdir -p "$www"
     head -c 1024 /dev/urandom > "$www/1k.bin"
+    head -c 102400 /dev/urandom > "$www/100k.bin"
+    head -c 10485760 /dev/urandom > "$www/10m.bin"
     printf '%s\n' '<!doctype html>' \
         '<html><head><title>trellis bench</title></head><body><p>bench</p></body></html>' > "$www/index.html"
     chmod 644 "$www"/*

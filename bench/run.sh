@@ -8,7 +8,7 @@
 #   THREADS=1        wrk threads
 #   CONNECTIONS=64   wrk connections
 #   ROUNDS=3         interleaved rounds per workload
-#   ONLY=NAME        run only this workload (hello, static-1k, hello-pipelined-16;
+#   ONLY=NAME        run only this workload (hello, static-1k, static-100k, static-10m, hello-pipelined-16;
 #                    several may be given, separated by commas or spaces)
 #   SERVERS="trellis nginx"  servers to benchmark (e.g. SERVERS=nginx to
 #                    check the harness without a trellis build)
@@ -38,7 +38,7 @@ KEEP_TMP=${KEEP_TMP:-0}
 ADDRESS=127.0.0.1
 RESULTS_DIR=$BENCH_DIR/results
 
-ALL_WORKLOADS=(hello static-1k hello-pipelined-16)
+ALL_WORKLOADS=(hello static-1k static-100k static-10m hello-pipelined-16)
 
 # die/warn/info, stop_pid, free_port, subst, wait_ready, wrk_stats, median, ...
 # shellcheck source=bench/lib.sh
@@ -179,6 +179,8 @@ run_wrk() {
     case $workload in
         hello)              args=("$base/hello") ;;
         static-1k)          args=("$base/1k.bin") ;;
+        static-100k)        args=("$base/100k.bin") ;;
+        static-10m)         args=("$base/10m.bin") ;;
         hello-pipelined-16) args=(-s "$BENCH_DIR/pipeline.lua" "$base/hello" -- /hello 16) ;;
         *) die "internal: unknown workload $workload" ;;
     esac

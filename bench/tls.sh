@@ -5,7 +5,7 @@
 # reported as medians. See the "TLS" section of bench/README.md.
 #
 # Workloads:
-#   https-keepalive-1k   wrk over TLS keep-alive connections, GET /1k.bin (req/s)
+#   https-keepalive-1k/-100k/-10m  wrk over TLS keep-alive connections, GET /1k.bin, /100k.bin, /10m.bin (req/s)
 #   full-handshakes      openssl s_time -new: full handshakes per second, no
 #                        resumption (s_time -new never offers a session)
 #   resumed-handshakes   openssl s_time -reuse: resumed handshakes per second
@@ -55,7 +55,7 @@ RESULTS_DIR=$BENCH_DIR/results
 CIPHER=ECDHE-ECDSA-AES128-GCM-SHA256   # the suite every server prefers (TLS 1.2)
 
 ALL_SERVERS=(trellis nginx lighttpd)
-ALL_WORKLOADS=(https-keepalive-1k full-handshakes resumed-handshakes)
+ALL_WORKLOADS=(https-keepalive-1k https-keepalive-100k https-keepalive-10m full-handshakes resumed-handshakes)
 
 # die/warn/info, stop_pid, free_port, subst, wait_ready, wrk_stats, median, ...
 # shellcheck source=bench/lib.sh
@@ -265,7 +265,7 @@ run_wrk() { # server workload round
     local server=$1 workload=$2 round=$3 out stats rps errors
     out=$TMP/raw/$server-$workload-$round.txt
     wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --timeout 5s \
-        "https://$ADDRESS:${PORT[$server]}/1k.bin" > "$out" 2>&1 &
+        "https://$ADDRESS:${PORT[$server]}/${workload#https-keepalive-}.bin" > "$out" 2>&1 &
     CLIENT_PIDS=($!)
     if ! wait "${CLIENT_PIDS[0]}"; then
         CLIENT_PIDS=()
@@ -341,7 +341,7 @@ for workload in "${WORKLOADS[@]}"; do
     for (( round = 1; round <= ROUNDS; round++ )); do
         for s in "${SERVER_LIST[@]}"; do    # interleaved: trellis, nginx, lighttpd, trellis, ...
             case $workload in
-                https-keepalive-1k) run_wrk "$s" "$workload" "$round" ;;
+                https-keepalive-*) run_wrk "$s" "$workload" "$round" ;;
                 *-handshakes)       run_stime "$s" "$workload" "$round" ;;
             esac
         done
@@ -349,7 +349,7 @@ for workload in "${WORKLOADS[@]}"; do
 done
 
 # ---------------------------------------------------------------- report
-unit() { [[ $1 == https-keepalive-1k ]] && echo 'req/s' || echo 'conn/s'; }
+unit() { [[ $1 == https-keepalive-* ]] && echo 'req/s' || echo 'conn/s'; }
 {
     echo "# HTTPS: Trellis vs nginx vs lighttpd"
     echo

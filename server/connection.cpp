@@ -1003,7 +1003,11 @@ bool Connection::respond_file(const FileResponse &file) {
         release_fd();
         char content_range[48];
         snprintf(content_range, sizeof content_range, "bytes */%llu", static_cast<unsigned long long>(size));
-        r.response_headers.assign("Content-Type: text/plain; charset=utf-8\r\nContent-Range: ");
+        // The body is a short text now: drop the file's type and coding, keep the rest (Vary,
+        // Cache-Control, ...).
+        take_header(r.response_headers, "Content-Type");
+        take_header(r.response_headers, "Content-Encoding");
+        r.response_headers.append("Content-Type: text/plain; charset=utf-8\r\nContent-Range: ");
         r.response_headers.append(content_range).append("\r\n");
         respond(416, "416 Range Not Satisfiable\n");
         return true;

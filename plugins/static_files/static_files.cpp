@@ -15,6 +15,8 @@
 
 #include <array>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <fnmatch.h>
@@ -41,6 +43,7 @@ struct StaticFiles {
     const trellis_host *host = nullptr;
     trellis_plugin_ctx *ctx = nullptr;
     std::string root;
+    std::string root_real; // root with every symlink resolved
     int root_fd = -1;
     std::vector<std::string> index = {"index.html"};
     std::vector<std::string> try_files;
@@ -76,10 +79,34 @@ int open_beneath(const StaticFiles &self, const char *path) {
     }
 }
 
+// RESOLVE_BENEATH refuses every absolute symlink, even one pointing inside root. For those,
+// resolve the path by name and, when it lands inside root, open what it names beneath the root
+// descriptor with no symlink allowed at all: the open itself can still not leave root.
+int open_absolute_link_within_root(const StaticFiles &self, const std::string &path) {
+    char resolved[PATH_MAX];
+    std::string full = self.root_real + "/" + path;
+    if (!realpath(full.c_str(), resolved))
+        return -1;
+    std::string_view target(resolved);
+    if (!target.starts_with(self.root_real) ||
+        (target.size() > self.root_real.size() && target[self.root_real.size()] != '/')) {
+        errno = EXDEV;
+        return -1;
+    }
+    std::string inside(target.substr(std::min(target.size(), self.root_real.size() + 1)));
+    struct open_how how = {};
+    how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return static_cast<int>(
+        syscall(SYS_openat2, self.root_fd, inside.empty() ? "." : inside.c_str(), &how, sizeof how));
+}
+
 static_files::OpenFile open_file(const void *context, const std::string &path) {
     const auto &self = *static_cast<const StaticFiles *>(context);
     static_files::OpenFile file;
     file.fd = open_beneath(self, path.c_str());
+    if (file.fd < 0 && errno == EXDEV && self.symlinks == Symlinks::WithinRoot)
+        file.fd = open_absolute_link_within_root(self, path);
     if (file.fd < 0) {
         file.errno_value = errno;
         return file;
@@ -159,15 +186,20 @@ std::vector<std::pair<std::string, std::string>> accepted_encodings(std::string_
         size_t comma = header.find(',');
         std::string_view item = header.substr(0, comma);
         header = comma == std::string_view::npos ? std::string_view() : header.substr(comma + 1);
-        size_t semi = item.find(';');
-        std::string_view coding = item.substr(0, semi);
-        while (!coding.empty() && coding.front() == ' ')
+        // Codings and parameter names are case-insensitive (RFC 9110 sections 8.4.1, 12.4.2).
+        std::string lowered(item);
+        for (char &c : lowered)
+            c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        std::string_view lower_item = lowered;
+        size_t semi = lower_item.find(';');
+        std::string_view coding = lower_item.substr(0, semi);
+        while (!coding.empty() && (coding.front() == ' ' || coding.front() == '\t'))
             coding.remove_prefix(1);
-        while (!coding.empty() && coding.back() == ' ')
+        while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t'))
             coding.remove_suffix(1);
         double q = 1;
         if (semi != std::string_view::npos) {
-            std::string_view params = item.substr(semi + 1);
+            std::string_view params = lower_item.substr(semi + 1);
             size_t qpos = params.find("q=");
             if (qpos != std::string_view::npos)
                 q = atof(std::string(params.substr(qpos + 2)).c_str());
@@ -517,6 +549,8 @@ int create(const trellis_host *host, trellis_plugin_ctx *ctx, const char *config
     self->root_fd = open(self->root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (self->root_fd < 0)
         return fail(err, err_len, "root " + self->root + ": " + strerror(errno));
+    char real[PATH_MAX];
+    self->root_real = realpath(self->root.c_str(), real) ? real : self->root;
     // openat2 arrived in Linux 5.6; without it there is no race-free way to stay beneath root.
     int probe = open_beneath(*self, ".");
     if (probe < 0 && errno == ENOSYS) {
