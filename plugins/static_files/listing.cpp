@@ -12,6 +12,8 @@
 namespace static_files {
 namespace {
 
+constexpr size_t kMaxEntries = 10000;
+
 struct Entry {
     std::string name;
     bool directory;
@@ -43,11 +45,13 @@ void html_escape(std::string &out, std::string_view text) {
     }
 }
 
-void url_escape(std::string &out, std::string_view text) {
+} // namespace
+
+void url_escape(std::string &out, std::string_view text, bool keep_slash) {
     static const char kHex[] = "0123456789ABCDEF";
     for (unsigned char c : text) {
         bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-                     c == '.' || c == '_' || c == '~';
+                     c == '.' || c == '_' || c == '~' || (keep_slash && c == '/');
         if (plain) {
             out += static_cast<char>(c);
         } else {
@@ -57,6 +61,8 @@ void url_escape(std::string &out, std::string_view text) {
         }
     }
 }
+
+namespace {
 
 void json_escape(std::string &out, std::string_view text) {
     out += '"';
@@ -96,7 +102,13 @@ bool list_directory(int dir_fd, bool hide_dotfiles, bool json, std::string_view 
     }
     rewinddir(dir);
     std::vector<Entry> entries;
+    bool truncated = false;
     while (struct dirent *d = readdir(dir)) {
+        // A listing is built on the worker thread: bound its cost and memory.
+        if (entries.size() >= kMaxEntries) {
+            truncated = true;
+            break;
+        }
         std::string_view name = d->d_name;
         if (name == "." || name == ".." || (hide_dotfiles && name[0] == '.'))
             continue;
@@ -132,7 +144,7 @@ bool list_directory(int dir_fd, bool hide_dotfiles, bool json, std::string_view 
         out += "<tr><td><a href=\"../\">../</a></td><td></td><td></td></tr>\n";
     for (const Entry &e : entries) {
         out += "<tr><td><a href=\"";
-        url_escape(out, e.name);
+        url_escape(out, e.name, false);
         if (e.directory)
             out += '/';
         out += "\">";
@@ -143,7 +155,10 @@ bool list_directory(int dir_fd, bool hide_dotfiles, bool json, std::string_view 
         out += e.directory ? "-" : std::to_string(e.size);
         out += "</td><td>" + http_date(e.mtime) + "</td></tr>\n";
     }
-    out += "</table>\n</body></html>\n";
+    out += "</table>\n";
+    if (truncated)
+        out += "<p>Only the first " + std::to_string(kMaxEntries) + " entries are listed.</p>\n";
+    out += "</body></html>\n";
     return true;
 }
 

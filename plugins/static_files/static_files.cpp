@@ -198,11 +198,20 @@ std::vector<std::pair<std::string, std::string>> accepted_encodings(std::string_
         while (!coding.empty() && (coding.back() == ' ' || coding.back() == '\t'))
             coding.remove_suffix(1);
         double q = 1;
-        if (semi != std::string_view::npos) {
-            std::string_view params = lower_item.substr(semi + 1);
-            size_t qpos = params.find("q=");
-            if (qpos != std::string_view::npos)
-                q = atof(std::string(params.substr(qpos + 2)).c_str());
+        for (std::string_view params = semi == std::string_view::npos ? "" : lower_item.substr(semi + 1);
+             !params.empty();) {
+            size_t next = params.find(';');
+            std::string_view param = params.substr(0, next);
+            params = next == std::string_view::npos ? std::string_view() : params.substr(next + 1);
+            while (!param.empty() && (param.front() == ' ' || param.front() == '\t'))
+                param.remove_prefix(1);
+            if (param.starts_with("q=")) {
+                // qvalue = 0[.ddd] / 1[.000]; anything else counts as 0 (refused).
+                std::string text(param.substr(2));
+                char *end = nullptr;
+                double parsed = strtod(text.c_str(), &end);
+                q = (end && *end == '\0' && parsed >= 0 && parsed <= 1) ? parsed : 0;
+            }
         }
         if (coding == "br")
             q_br = q;
@@ -251,8 +260,11 @@ int send_found(StaticFiles &self, trellis_request *req, Found &found, int status
     return TRELLIS_OK;
 }
 
-// Serves regular file `path` (relative to root) with `status`, with its headers.
-int serve(StaticFiles &self, trellis_request *req, const std::string &path, Found &found, int status) {
+// Serves regular file `path` (relative to root) with `status`, with its headers. `requested`:
+// the file the URL named (not a try_files fallback or an error page, which must not inherit the
+// URL's caching rules: a year-long immutable rule for /assets/ must not pin index.html there).
+int serve(StaticFiles &self, trellis_request *req, const std::string &path, Found &found, int status,
+          bool requested = true) {
     add_header(self, req, "Content-Type", content_type(self, path));
     add_header(self, req, "X-Content-Type-Options", "nosniff");
     std::string_view name = path;
@@ -260,7 +272,7 @@ int serve(StaticFiles &self, trellis_request *req, const std::string &path, Foun
         name.remove_prefix(slash + 1);
     trellis_str below = self.host->request_path_below(req);
     std::string_view url_path(below.data, below.len);
-    for (const CacheRule &rule : self.cache_control) {
+    for (const CacheRule &rule : requested ? self.cache_control : std::vector<CacheRule>()) {
         bool hit = rule.match[0] == '/' ? url_path.starts_with(rule.match)
                                         : fnmatch(rule.match.c_str(), std::string(name).c_str(), 0) == 0;
         if (hit) {
@@ -311,7 +323,7 @@ int refuse(StaticFiles &self, trellis_request *req, int status) {
             std::string path = relative(fallback);
             Found found = lookup(self, req, path);
             if (found.regular())
-                return serve(self, req, path, found, 200);
+                return serve(self, req, path, found, 200, false);
         }
     }
     auto page = self.error_pages.find(status);
@@ -319,7 +331,7 @@ int refuse(StaticFiles &self, trellis_request *req, int status) {
         std::string path = relative(page->second);
         Found found = lookup(self, req, path);
         if (found.regular())
-            return serve(self, req, path, found, status);
+            return serve(self, req, path, found, status, false);
     }
     return respond_text(self, req, status);
 }
@@ -336,10 +348,12 @@ bool hidden(std::string_view path) {
 int serve_directory(StaticFiles &self, trellis_request *req, const std::string &dir, Found &found,
                     std::string_view url_path) {
     const trellis_host *h = self.host;
-    if (url_path.empty() || url_path.back() != '/') {
+    trellis_str path = h->request_path(req);
+    if (path.len == 0 || path.data[path.len - 1] != '/') {
         // "/docs" -> "/docs/", so relative links in the index page resolve inside the directory.
-        trellis_str path = h->request_path(req);
-        std::string location(path.data, path.len);
+        // The path is decoded: encode it again for the header ("a?b" must stay a name).
+        std::string location;
+        static_files::url_escape(location, std::string_view(path.data, path.len), true);
         location += '/';
         trellis_str query = h->request_query(req);
         if (query.len)
@@ -350,11 +364,21 @@ int serve_directory(StaticFiles &self, trellis_request *req, const std::string &
         h->respond(req, 301, kBody, sizeof kBody - 1);
         return TRELLIS_OK;
     }
+    // The index lookups below may push the directory out of the open-file cache: keep a
+    // descriptor of our own for the listing.
+    int dir_fd = fcntl(found.file.fd, F_DUPFD_CLOEXEC, 0);
+    found.release();
+    if (dir_fd < 0)
+        return refuse(self, req, 403);
+    struct DirCloser {
+        int fd;
+        ~DirCloser() { close(fd); }
+    } closer{dir_fd};
     for (const std::string &index : self.index) {
-        std::string path = dir == "." ? index : dir + "/" + index;
-        Found candidate = lookup(self, req, path);
+        std::string candidate_path = dir == "." ? index : dir + "/" + index;
+        Found candidate = lookup(self, req, candidate_path);
         if (candidate.regular())
-            return serve(self, req, path, candidate, 200);
+            return serve(self, req, candidate_path, candidate, 200);
     }
     if (!self.directory_listing)
         return refuse(self, req, 404);
@@ -362,7 +386,7 @@ int serve_directory(StaticFiles &self, trellis_request *req, const std::string &
     bool json = h->request_header(req, "Accept", 6, &accept) &&
                 std::string_view(accept.data, accept.len).find("application/json") != std::string_view::npos;
     std::string body;
-    if (!static_files::list_directory(found.file.fd, !self.dotfiles_allowed, json, url_path, body))
+    if (!static_files::list_directory(dir_fd, !self.dotfiles_allowed, json, url_path, body))
         return refuse(self, req, 403);
     add_header(self, req, "Content-Type", json ? "application/json" : "text/html; charset=utf-8");
     add_header(self, req, "X-Content-Type-Options", "nosniff");

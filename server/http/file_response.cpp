@@ -98,6 +98,10 @@ bool if_range_matches(std::string_view if_range, std::string_view etag, time_t m
 RangeOutcome parse_ranges(std::string_view header, uint64_t size, uint32_t max_ranges,
                           std::vector<ByteRange> &out) {
     out.clear();
+    // An empty representation has no byte to range over; a 206 cannot describe zero bytes and
+    // RFC 9110 14.1.1 counts a suffix range as satisfiable: answer the (empty) whole.
+    if (size == 0)
+        return RangeOutcome::Full;
     header = trim(header);
     if (header.size() < 6 || (header.substr(0, 6) != "bytes=" && header.substr(0, 6) != "Bytes="))
         return RangeOutcome::Full;

@@ -7,6 +7,7 @@
 #include "router.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -115,9 +116,18 @@ int respond_file_with(trellis_request *r, const trellis_file_options *options) {
     if (!options)
         return -1;
     // Fields past the plugin's struct_size read as zero.
+    // A struct too short to say which descriptor is a plugin bug: touch no descriptor at all.
+    if (options->struct_size < offsetof(trellis_file_options, fd) + sizeof options->fd) {
+        TRELLIS_LOG_ERROR("respond_file_with: options.struct_size (%u) does not reach fd",
+                          static_cast<unsigned>(options->struct_size));
+        if (!r->answered)
+            r->connection->respond_error(500);
+        return -1;
+    }
     trellis_file_options o = {};
     memcpy(&o, options, std::min<size_t>(options->struct_size, sizeof o));
-    if (r->answered || o.status < 200 || o.status > 999) {
+    // 204 and 304 have no body to send a file in.
+    if (r->answered || o.status < 200 || o.status > 999 || o.status == 204 || o.status == 304) {
         if (o.fd >= 0 && !o.borrow_fd)
             close(o.fd);
         if (r->answered)

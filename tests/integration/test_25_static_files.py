@@ -1201,6 +1201,56 @@ def prepare_traversal(s):
     os.symlink(out, s.www / "out_dir")
 
 
+class ReviewRegressions(FileTestCase):
+    """Bugs found in review of the first version; each test failed before its fix."""
+
+    def test_range_on_an_empty_file_answers_the_empty_whole(self):
+        s = self.start_server(static_config(), www={"empty.txt": ""})
+        for spec in ("bytes=-5", "bytes=0-", "bytes=0-0"):
+            with self.subTest(spec):
+                r = s.get("/empty.txt", {"Range": spec})
+                self.assertEqual((r.status, r.body), (200, b""), r)
+
+    def test_cache_rules_do_not_follow_fallbacks_and_error_pages(self):
+        s = self.start_server(static_config(
+            try_files=["/spa.html"],
+            cache_control=[{"match": "/assets/", "value": "public, max-age=31536000, immutable"}]),
+            www={"spa.html": "<p>spa</p>", "assets/app.js": "x"})
+        self.assertEqual(s.get("/assets/app.js").header("Cache-Control"), "public, max-age=31536000, immutable")
+        fallback = s.get("/assets/missing.js")
+        self.assertEqual((fallback.status, fallback.body), (200, b"<p>spa</p>"))
+        self.assertIsNone(fallback.header("Cache-Control"), fallback)
+
+    def test_directory_redirect_encodes_the_location(self):
+        def prepare(server):
+            (server.www / "a?b").mkdir()
+            (server.www / "a?b" / "index.html").write_text("in a?b")
+        s = self.start_server(static_config(), prepare=prepare)
+        r = s.get("/a%3Fb")
+        self.assertEqual(r.status, 301, r)
+        self.assertEqual(r.header("Location"), "/a%3Fb/")
+
+    def test_route_prefix_without_slash_still_redirects_to_the_directory(self):
+        s = self.start_server(static_config([("st", "/static", {"root": "www/docs"})]))
+        r = s.get("/static")
+        self.assertEqual(r.status, 301, r)
+        self.assertEqual(r.header("Location"), "/static/")
+        self.assertEqual(s.get("/static/").status, 200)
+
+    def test_listing_survives_index_lookups_filling_the_cache(self):
+        def prepare(server):
+            (server.www / "sub" / "inner").mkdir(parents=True)
+            (server.www / "sub" / "listed.txt").write_text("x")
+            (server.www / "sub" / "inner" / "hidden_from_sub.txt").write_text("y")
+        index = [f"i{n}.html" for n in range(16)] + ["inner"]
+        s = self.start_server(static_config(index=index, directory_listing=True,
+                                            open_file_cache={"entries": 16, "ttl_ms": 1000}), prepare=prepare)
+        for _ in range(2):
+            r = s.get("/sub/", {"Accept": "application/json"})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(sorted(e["name"] for e in r.json()), ["inner", "listed.txt"])
+
+
 class Traversal(FileTestCase):
     def test_corpus(self):
         s = self.start_server(static_config(), www={
