@@ -36,6 +36,11 @@ Worker::~Worker() {
     // loop closes as cleanly as a worker that ran.
     for (Listener *listener : listeners_)
         listener->close();
+    close_loop();
+}
+
+int Worker::close_loop() {
+    // Every handle is closed through uv_close; the loop must then close cleanly.
     context_->access_log.close();
     context_->timeouts.close();
     uv_walk(
@@ -46,7 +51,7 @@ Worker::~Worker() {
         },
         nullptr);
     uv_run(&loop_, UV_RUN_DEFAULT);
-    uv_loop_close(&loop_);
+    return uv_loop_close(&loop_);
 }
 
 uint16_t Worker::listen(const ListenerSettings &settings, uint16_t port) {
@@ -122,18 +127,7 @@ void Worker::run() {
         if (p.has(offsetof(trellis_plugin, on_worker_stop) + sizeof(void *)) && p.plugin->on_worker_stop)
             p.plugin->on_worker_stop(p.instance, index_);
     }
-    // Every handle is closed through uv_close; the loop must then close cleanly.
-    context_->access_log.close();
-    context_->timeouts.close();
-    uv_walk(
-        &loop_,
-        [](uv_handle_t *handle, void *) {
-            if (!uv_is_closing(handle))
-                uv_close(handle, nullptr);
-        },
-        nullptr);
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    int rc = uv_loop_close(&loop_);
+    int rc = close_loop();
     if (rc != 0)
         TRELLIS_LOG_ERROR("worker %u: event loop did not close cleanly: %s", index_, uv_err_name(rc));
     if (on_exit_)

@@ -46,6 +46,8 @@ class Worker {
 
   private:
     void run();
+    // Closes every handle left, runs the loop until they are gone, closes it (0 when clean).
+    int close_loop();
     void on_stop();
     void close_all_connections(bool force);
     void on_drained();
