@@ -970,8 +970,9 @@ bool Connection::respond_file(const FileResponse &file) {
     ranges.clear();
     RangeOutcome outcome = RangeOutcome::Full;
     if (status == 200) {
-        std::string etag =
+        FileEtag tag =
             file_etag(static_cast<uint64_t>(st.st_ino), size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+        std::string_view etag = tag.view();
         char last_modified[kHttpDateLength + 1] = {};
         format_http_date(st.st_mtim.tv_sec, last_modified);
         r.response_headers.append("Last-Modified: ").append(last_modified, kHttpDateLength).append("\r\n");

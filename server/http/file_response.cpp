@@ -59,12 +59,13 @@ bool parse_number(std::string_view text, uint64_t &out) {
 
 } // namespace
 
-std::string file_etag(uint64_t inode, uint64_t size, int64_t mtime_sec, int64_t mtime_nsec) {
-    char text[80];
-    snprintf(text, sizeof text, "\"%llx-%llx-%llx\"", static_cast<unsigned long long>(inode),
-             static_cast<unsigned long long>(size),
-             static_cast<unsigned long long>(mtime_sec * 1000000000LL + mtime_nsec));
-    return text;
+FileEtag file_etag(uint64_t inode, uint64_t size, int64_t mtime_sec, int64_t mtime_nsec) {
+    FileEtag etag;
+    int n = snprintf(etag.text, sizeof etag.text, "\"%llx-%llx-%llx\"",
+                     static_cast<unsigned long long>(inode), static_cast<unsigned long long>(size),
+                     static_cast<unsigned long long>(mtime_sec * 1000000000LL + mtime_nsec));
+    etag.length = n > 0 ? static_cast<size_t>(n) : 0;
+    return etag;
 }
 
 Precondition evaluate_preconditions(const RequestConditions &c, std::string_view etag, time_t mtime) {
