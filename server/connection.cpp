@@ -1,12 +1,16 @@
 #include "connection.hpp"
 
+#include "generation.hpp"
 #include "http/file_response.hpp"
 #include "http/http_date.hpp"
 #include "http/path.hpp"
 #include "http/status_text.hpp"
 #include "log/log.hpp"
+#include "mailbox.hpp"
+#include "metrics/metrics.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
+#include "thread_pool.hpp"
 #include "worker_context.hpp"
 
 #include <algorithm>
@@ -17,6 +21,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <uv.h>
 
 namespace trellis {
 namespace {
@@ -29,6 +34,8 @@ constexpr size_t kMaxQueuedFiles = 8;
 // leaves in one write; larger ones go out with send_file.
 constexpr uint64_t kInlineFileBytes = 64 * 1024;
 constexpr uint64_t kLingerMs = 2000;
+// A streamed response with this much waiting for the client makes response_write say TRELLIS_AGAIN.
+constexpr size_t kStreamHighWater = 64 * 1024;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 Connection *from_parser(llhttp_t *p) {
@@ -118,15 +125,33 @@ void append_number(std::string &out, uint64_t value) {
 // ---------------------------------------------------------------------------------------------
 // ActiveSession and pool
 
-ActiveSession::ActiveSession(size_t read_buffer_size)
-    : read_buffer(new char[read_buffer_size]), read_capacity(read_buffer_size) {
+void StagedAnswer::reset() {
+    released = answered = gone = head_taken = ended = want_writable = false;
+    kind = Kind::None;
+    status = 0;
+    length = -1;
+    if (body.capacity() > 65536)
+        std::string().swap(body);
+    body.clear();
+    if (file.fd >= 0 && !file.borrowed)
+        ::close(file.fd);
+    file = FileResponse{};
+    unsent = 0;
+}
+
+ActiveSession::ActiveSession(size_t read_buffer_size, WorkerContext *owner)
+    : read_buffer(new char[read_buffer_size]), read_capacity(read_buffer_size), worker(owner),
+      mailbox(owner ? owner->mailbox : nullptr) {
     request.base = read_buffer.get();
+    request.session = this;
+    memset(&peer, 0, sizeof peer);
 }
 
 ActiveSession::~ActiveSession() {
     for (size_t i = segment_index; i < segments.size(); ++i)
         if (segments[i].fd >= 0)
             ::close(segments[i].fd);
+    staged.reset();
 }
 
 void ActiveSession::reset_for_reuse() {
@@ -146,6 +171,16 @@ void ActiveSession::reset_for_reuse() {
     error_status = 0;
     request.reset();
     request.connection = nullptr;
+    tls_facts.reset();
+    route_index = -1;
+    stream = StreamState{};
+    notify_writable = gave_up = false;
+    hold = Hold::None;
+    holder = nullptr;
+    held_generation = nullptr;
+    body_streamed = body_paused = body_pause_now = body_failed = head_dispatch_pending = false;
+    started_ns = 0;
+    staged.reset();
 }
 
 SessionPool::~SessionPool() {
@@ -155,7 +190,7 @@ SessionPool::~SessionPool() {
 
 ActiveSession *SessionPool::acquire() {
     if (free_.empty())
-        return new ActiveSession(read_buffer_size_);
+        return new ActiveSession(read_buffer_size_, owner_);
     ActiveSession *s = free_.back();
     free_.pop_back();
     return s;
@@ -198,10 +233,14 @@ Connection::Connection(WorkerContext &worker, Transport *transport, const sockad
     if (peer)
         memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
     ++worker_.connections;
-    ++worker_.stats.connections_accepted;
+    worker_.stats.connections_accepted.add();
+    worker_.stats.connections_open.add();
 }
 
 Connection::~Connection() {
+    worker_.stats.connections_open.sub();
+    if (counted_tls_)
+        worker_.stats.connections_tls.sub();
     if (worker_.open_connections)
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
     if (--worker_.connections == 0 && worker_.draining && worker_.on_drained)
@@ -215,12 +254,21 @@ void Connection::close_now() {
     TimeoutList::remove(*this);
     transport_->close();
     transport_ = nullptr;
-    if (session_) {
-        worker_.pool.release(session_);
-        session_ = nullptr;
-    }
+    release_session();
     if (callback_depth_ == 0)
         delete this;
+}
+
+void Connection::release_session() {
+    if (!session_)
+        return;
+    if (session_->hold != Hold::None) {
+        abandon_held_session();
+        return;
+    }
+    worker_.pool.release(session_);
+    session_ = nullptr;
+    worker_.stats.connections_active.sub();
 }
 
 void Connection::abort() {
@@ -235,11 +283,14 @@ void Connection::begin_drain() {
         return;
     }
     ActiveSession *s = session_;
-    if (s && (s->in_message || s->segment_index < s->segments.size() || s->parse_pos < s->read_end)) {
+    if (s && (s->in_message || s->hold != Hold::None || s->stream.active ||
+              s->segment_index < s->segments.size() || s->parse_pos < s->read_end)) {
         // A request in the middle finishes: worker_.draining makes its answer say
         // "Connection: close" (after_message). Answers already being written end the connection.
-        if (!s->in_message)
+        if (!s->in_message && s->hold == Hold::None && !s->stream.active)
             close_after_flush_ = true;
+        else if (!s->in_message)
+            keep_alive_ = false; // the held request's answer says "Connection: close" if not sent yet
         return;
     }
     // Bytes already in the socket are a request on its way: let it arrive and be answered too.
@@ -251,10 +302,7 @@ void Connection::start_lingering() {
     // Closing a socket with unread input makes the kernel send RST, which can destroy the response
     // still in flight. Send FIN, read and drop what the client still sends, then close.
     lingering_ = true;
-    if (session_) {
-        worker_.pool.release(session_);
-        session_ = nullptr;
-    }
+    release_session();
     transport_->shutdown_write();
     transport_->want_writable(false);
     transport_->set_reading(true);
@@ -274,8 +322,10 @@ void Connection::update_timeout() {
     TimeoutKind kind;
     if (session_ && session_->segment_index < session_->segments.size())
         kind = kSendTimeout;
-    else if (session_ && session_->in_message && session_->in_body)
+    else if (session_ && session_->in_message && session_->in_body && !session_->body_paused)
         kind = kBodyTimeout;
+    else if (session_ && (session_->hold != Hold::None || session_->stream.active))
+        kind = kHandlerTimeout; // the plugin's turn: its next piece of answer must come in time
     else if ((session_ && session_->in_message) || (!session_ && transport_->handshaking()))
         kind = kHeaderTimeout; // a TLS handshake (or the first byte on "auto") shares the head's deadline
     else
@@ -303,6 +353,9 @@ void Connection::on_timeout(TimeoutKind kind) {
             close_now();
         }
         break;
+    case kHandlerTimeout:
+        on_handler_timeout();
+        break;
     default:
         close_now();
         break;
@@ -311,10 +364,10 @@ void Connection::on_timeout(TimeoutKind kind) {
 
 void Connection::release_session_if_idle() {
     ActiveSession *s = session_;
-    if (!s || s->in_message || s->parse_pos != s->read_end || s->segment_index != s->segments.size())
+    if (!s || s->in_message || s->hold != Hold::None || s->parse_pos != s->read_end ||
+        s->segment_index != s->segments.size())
         return;
-    worker_.pool.release(s);
-    session_ = nullptr;
+    release_session();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,13 +381,15 @@ std::span<char> Connection::on_read_buffer() {
     if (!session_) {
         session_ = worker_.pool.acquire();
         session_->request.connection = this;
+        session_->peer = peer_;
         llhttp_init(&session_->parser, HTTP_REQUEST, &parser_settings());
         session_->parser.data = this;
+        worker_.stats.connections_active.add();
     }
     ActiveSession &s = *session_;
     // While a response waits for the socket or input is left unparsed, take nothing more: the
     // client is held back by TCP instead of by our memory.
-    if (write_blocked_ || s.parse_pos < s.read_end)
+    if (write_blocked_ || s.parse_pos < s.read_end || s.read_end == s.read_capacity)
         return {};
     return {s.read_buffer.get() + s.read_end, s.read_capacity - s.read_end};
 }
@@ -351,6 +406,14 @@ void Connection::on_read(size_t n) {
         return;
     }
     session_->read_end += n;
+    worker_.stats.bytes_in.add(n);
+    if (!tls_checked_) {
+        tls_checked_ = true;
+        if (transport_->tls_facts()) {
+            counted_tls_ = true;
+            worker_.stats.connections_tls.add();
+        }
+    }
     // Any bytes restart the keep-alive clock, even when they complete a request at once and the
     // connection is idle again before update_timeout looks.
     if (list == &worker_.timeout_list(kKeepaliveTimeout))
@@ -373,18 +436,25 @@ void Connection::on_read_end(int status) {
     // are written); a request cut short by the EOF is dropped.
     bool pending_output = session_ && session_->segment_index < session_->segments.size();
     bool unparsed_input = session_ && session_->parse_pos < session_->read_end;
-    if (!pending_output && !unparsed_input)
+    // A client that closes while a plugin holds its request has gone: the plugin hears on_abort
+    // (an HTTP/1.1 client does not half-close to wait for an answer).
+    bool held = session_ && (session_->hold != Hold::None || session_->stream.active);
+    if (held || (!pending_output && !unparsed_input))
         close_now();
 }
 
 void Connection::process_input() {
     ActiveSession &s = *session_;
+    // While a plugin holds the request nothing more is parsed, except the body it streams.
+    auto may_parse = [&s] {
+        return s.hold == Hold::None ? !s.stream.active : (s.body_streamed && s.in_message && !s.body_paused);
+    };
     while (!closed_ && !close_after_flush_ && s.parse_pos < s.read_end && s.out.size() < kMaxQueuedOutput &&
-           s.open_files < kMaxQueuedFiles) {
+           s.open_files < kMaxQueuedFiles && may_parse()) {
         if (!parse_step())
             break;
     }
-    if (closed_)
+    if (closed_ || !session_)
         return;
     if (close_after_flush_)
         s.parse_pos = s.read_end; // nothing after the last answered request is ever run
@@ -413,8 +483,24 @@ bool Connection::parse_step() {
     if (err == HPE_PAUSED) {
         s.parse_pos = static_cast<size_t>(llhttp_get_error_pos(&s.parser) - base);
         llhttp_resume(&s.parser);
+        if (s.body_failed) {
+            s.body_failed = false;
+            fail_streamed_body();
+            return false;
+        }
+        if (s.body_pause_now) {
+            // on_body said TRELLIS_AGAIN: the rest waits for request_resume_body.
+            s.body_pause_now = false;
+            s.body_paused = true;
+            return false;
+        }
+        if (s.head_dispatch_pending) {
+            // The head of a request for a body-streaming plugin: hand it over before the body.
+            s.head_dispatch_pending = false;
+            return dispatch_head_to_body_streamer();
+        }
         after_message();
-        return !closed_;
+        return !closed_ && session_;
     }
     int status = s.error_status ? s.error_status : status_for_parse_error(err);
     TRELLIS_LOG_DEBUG("bad request (%d): %s %s", status, llhttp_errno_name(err),
@@ -473,29 +559,42 @@ void Connection::compact_read_buffer() {
     ActiveSession &s = *session_;
     if (s.parse_pos < s.read_end)
         return; // paused on unparsed input; it stays where it is
+    // A plugin holding a request reads its head from this buffer at any time: the head stays put.
+    // (A streamed body's head was moved to the front before the plugin got it.)
+    bool held = s.hold != Hold::None || s.stream.active;
+    if (held && !(s.in_message && s.in_body))
+        return;
     if (!s.in_message) {
         s.read_end = s.parse_pos = s.request_start = s.head_end = 0;
         return;
     }
     // Keep the current request's head (spans point into it); body bytes are already copied out.
-    size_t keep_end = s.in_body ? s.head_end : s.read_end;
+    if (s.in_body)
+        s.read_end = s.parse_pos = s.head_end;
+    if (!held)
+        shift_request_to_front();
+}
+
+void Connection::shift_request_to_front() {
+    ActiveSession &s = *session_;
     size_t shift = s.request_start;
-    if (shift > 0) {
-        memmove(s.read_buffer.get(), s.read_buffer.get() + shift, keep_end - shift);
-        Request &r = s.request;
-        auto rebase = [shift](Span &span) {
-            if (span.length || span.offset >= shift)
-                span.offset -= static_cast<uint32_t>(shift);
-        };
-        rebase(r.method);
-        rebase(r.target);
-        rebase(r.query);
-        for (size_t i = 0; i < r.header_count; ++i) {
-            rebase(r.headers[i].name);
-            rebase(r.headers[i].value);
-        }
+    if (shift == 0)
+        return;
+    memmove(s.read_buffer.get(), s.read_buffer.get() + shift, s.read_end - shift);
+    Request &r = s.request;
+    auto rebase = [shift](Span &span) {
+        if (span.length || span.offset >= shift)
+            span.offset -= static_cast<uint32_t>(shift);
+    };
+    rebase(r.method);
+    rebase(r.target);
+    rebase(r.query);
+    for (size_t i = 0; i < r.header_count; ++i) {
+        rebase(r.headers[i].name);
+        rebase(r.headers[i].value);
     }
-    s.read_end = s.parse_pos = keep_end - shift;
+    s.read_end -= shift;
+    s.parse_pos -= shift;
     if (s.in_body)
         s.head_end -= shift;
     s.request_start = 0;
@@ -535,10 +634,16 @@ int Connection::on_message_begin(llhttp_t *p) noexcept {
     s.expect_continue = false;
     s.error_status = 0;
     s.request_start = s.parse_pos; // refined by on_method, which sees the first byte
+    s.route_index = -1;
+    s.started_ns = 0;
+    s.stream = StreamState{};
+    s.notify_writable = s.gave_up = false;
+    s.body_streamed = s.body_paused = s.body_pause_now = s.body_failed = s.head_dispatch_pending = false;
+    s.staged.reset(); // no other thread knows this request yet
     // Each request gets its own header deadline from its first byte, even when it arrives in the
     // same read as the end of the previous one.
     TimeoutList::remove(*c);
-    ++c->worker_.stats.requests;
+    c->worker_.stats.requests.add();
     return 0;
 }
 
@@ -661,6 +766,15 @@ int Connection::on_headers_complete(llhttp_t *p) noexcept {
         c->session_->error_status = status;
         return -1;
     }
+    ActiveSession &s = *c->session_;
+    // A plugin that streams bodies gets the request now, outside the parser (parse_step).
+    const Router *router = c->worker_.router;
+    int index = router ? router->next_match(s.request.host, s.request.path, 0) : -1;
+    if (index >= 0 && (router->route(index).plugin->flags() & TRELLIS_STREAM_BODY)) {
+        s.route_index = index;
+        s.head_dispatch_pending = true;
+        return HPE_PAUSED;
+    }
     return 0;
 }
 
@@ -758,6 +872,21 @@ int Connection::parse_target() {
 int Connection::on_body(llhttp_t *p, const char *at, size_t len) noexcept {
     Connection *c = from_parser(p);
     ActiveSession &s = *c->session_;
+    if (s.body_streamed) {
+        if (s.hold == Hold::None || !s.holder)
+            return 0; // the plugin let go early: the rest is dropped (the connection then closes)
+        int rc = s.holder->on_body()(s.holder->instance, &s.request, at, len, 0);
+        if (rc == TRELLIS_AGAIN) {
+            s.body_pause_now = true;
+            return HPE_PAUSED;
+        }
+        if (rc != TRELLIS_OK) {
+            TRELLIS_LOG_ERROR("plugin \"%s\" failed in on_body", s.holder->name().c_str());
+            s.body_failed = true;
+            return HPE_PAUSED;
+        }
+        return 0;
+    }
     if (s.request.body.size() + len > c->worker_.limits().max_body_bytes) {
         s.error_status = 413;
         return -1;
@@ -784,7 +913,18 @@ void Connection::after_message() {
     keep_alive_ = llhttp_should_keep_alive(&s.parser) && !worker_.draining && !close_after_flush_;
     if (!keep_alive_)
         close_after_flush_ = true;
-    dispatch();
+    if (s.body_streamed) {
+        // The plugin has had the request since its head: tell it the body is complete.
+        if (s.hold != Hold::None && s.holder &&
+            s.holder->on_body()(s.holder->instance, &s.request, nullptr, 0, 1) == TRELLIS_ERROR) {
+            TRELLIS_LOG_ERROR("plugin \"%s\" failed in on_body", s.holder->name().c_str());
+            fail_streamed_body();
+        }
+        return;
+    }
+    s.started_ns = uv_hrtime();
+    // A body-streaming plugin that declined the head leaves the later routes to try.
+    dispatch(s.route_index >= 0 ? s.route_index + 1 : 0);
 }
 
 bool Connection::redirect_to_https() {
@@ -819,43 +959,475 @@ bool Connection::redirect_to_https() {
     return true;
 }
 
-void Connection::dispatch() {
+bool Connection::answered_by_listener_rules() {
     Request &r = session_->request;
     if (listen_ && !listen_->redirect_to_https.empty() && !transport_->tls_facts())
         if (redirect_to_https())
-            return;
+            return true;
     if (!transport_->covers_host(r.host)) {
         // RFC 9110 section 15.5.20: this connection's certificate (chosen by SNI) is not the one
         // for this host, so the request belongs on another connection.
         respond_error(421);
-        return;
+        return true;
     }
+    return false;
+}
+
+void Connection::dispatch(int first_route) {
+    Request &r = session_->request;
+    if (first_route == 0 && answered_by_listener_rules())
+        return;
     const Router *router = worker_.router;
-    int index = -1;
-    while (router && (index = router->next_match(r.host, r.path, index + 1)) >= 0) {
-        const Route &route = router->route(index);
-        r.route = &route;
-        r.path_below = std::string_view(r.path).substr(route.prefix.back() == '/' ? route.prefix.size() - 1
-                                                                                  : route.prefix.size());
-        if (r.path_below.empty())
-            r.path_below = "/";
-        PluginInstance *plugin = route.plugin;
-        int rc = plugin->plugin->on_request(plugin->instance, &r);
-        if (rc == TRELLIS_DECLINED && !r.answered)
-            continue;
-        if (rc == TRELLIS_OK && r.answered)
+    int index = first_route - 1;
+    while (router && (index = router->next_match(r.host, r.path, index + 1)) >= 0)
+        if (call_handler(index))
             return;
-        if (rc == TRELLIS_ERROR)
-            TRELLIS_LOG_ERROR("plugin \"%s\" failed on %.*s %.*s", plugin->name().c_str(),
-                              static_cast<int>(r.method.length), r.str(r.method).data(),
-                              static_cast<int>(r.target.length), r.str(r.target).data());
-        else if (!r.answered)
-            TRELLIS_LOG_ERROR("plugin \"%s\" returned %d without answering", plugin->name().c_str(), rc);
-        if (!r.answered)
-            respond_error(500);
+    respond_error(404);
+}
+
+bool Connection::call_handler(int index) {
+    ActiveSession &s = *session_;
+    Request &r = s.request;
+    const Route &route = worker_.router->route(index);
+    s.route_index = index;
+    r.route = &route;
+    r.path_below = std::string_view(r.path).substr(route.prefix.back() == '/' ? route.prefix.size() - 1
+                                                                              : route.prefix.size());
+    if (r.path_below.empty())
+        r.path_below = "/";
+    // A plugin may keep the request past this connection: it reads the TLS facts from a reference
+    // of its own (nothing to do on plain connections).
+    if (!s.tls_facts && transport_->tls_facts())
+        s.tls_facts = transport_->shared_tls_facts();
+    PluginInstance *plugin = route.plugin;
+    if (route.blocking && worker_.thread_pool) {
+        begin_hold(Hold::Pool, plugin);
+        if (!worker_.thread_pool->try_submit({run_on_pool, &s})) {
+            clear_hold();
+            TRELLIS_LOG_WARN("thread pool queue is full: 503 for plugin \"%s\"", plugin->name().c_str());
+            respond_error(503);
+            return true;
+        }
+        update_timeout();
+        return true;
+    }
+    r.inline_call = true;
+    int rc = plugin->plugin->on_request(plugin->instance, &r);
+    r.inline_call = false;
+    return after_handler(rc, plugin);
+}
+
+bool Connection::after_handler(int rc, PluginInstance *plugin) {
+    ActiveSession &s = *session_;
+    Request &r = s.request;
+    if (rc == TRELLIS_ASYNC) {
+        if (s.hold == Hold::None)
+            begin_hold(Hold::Async, plugin);
+        else
+            s.hold = Hold::Async;
+        // What was answered on the loop during on_request counts as answered for other threads.
+        if (r.answered) {
+            std::lock_guard<std::mutex> lock(s.stage_mutex);
+            if (!s.staged.answered) {
+                s.staged.answered = s.staged.head_taken = true;
+                s.staged.kind = s.stream.active ? StagedAnswer::Kind::Stream : StagedAnswer::Kind::Full;
+            }
+        }
+        update_timeout();
+        return true;
+    }
+    if (rc == TRELLIS_DECLINED && !r.answered)
+        return false;
+    if (rc == TRELLIS_ERROR)
+        TRELLIS_LOG_ERROR("plugin \"%s\" failed on %.*s %.*s", plugin->name().c_str(),
+                          static_cast<int>(r.method.length), r.str(r.method).data(),
+                          static_cast<int>(r.target.length), r.str(r.target).data());
+    else if (!r.answered)
+        TRELLIS_LOG_ERROR("plugin \"%s\" returned %d without answering", plugin->name().c_str(), rc);
+    if (!r.answered) {
+        respond_error(500);
+    } else if (s.stream.active) {
+        // Returned without ending (and without TRELLIS_ASYNC to end it later): the framing cannot
+        // be finished, so the connection ends after what was written.
+        TRELLIS_LOG_ERROR("plugin \"%s\" returned without ending its streamed response",
+                          plugin->name().c_str());
+        s.stream.active = false;
+        close_after_flush_ = true;
+        keep_alive_ = false;
+    }
+    return true;
+}
+
+bool Connection::dispatch_head_to_body_streamer() {
+    ActiveSession &s = *session_;
+    // The plugin may read the head from another thread while the body streams in behind it: put
+    // it at the front of the buffer now, so nothing moves it later.
+    shift_request_to_front();
+    s.started_ns = uv_hrtime();
+    // Answered now (redirect, 421, or the plugin without TRELLIS_ASYNC): the body is not read, so
+    // the connection ends after the answer.
+    auto answered_before_body = [this] {
+        close_after_flush_ = true;
+        keep_alive_ = false;
+        return false;
+    };
+    if (answered_by_listener_rules())
+        return answered_before_body();
+    if (!call_handler(session_->route_index)) {
+        s.body_streamed = false; // declined: the body is buffered for the routes after it
+        return true;
+    }
+    if (s.hold == Hold::Async) {
+        s.body_streamed = true;
+        return true;
+    }
+    return answered_before_body();
+}
+
+void Connection::begin_hold(Hold hold, PluginInstance *plugin) {
+    ActiveSession &s = *session_;
+    s.hold = hold;
+    s.holder = plugin;
+    s.held_generation = worker_.generation;
+    if (s.held_generation)
+        ++s.held_generation->held;
+}
+
+void Connection::clear_hold() {
+    ActiveSession &s = *session_;
+    release_hold_of(s);
+}
+
+void Connection::release_hold_of(ActiveSession &s) {
+    WorkerGeneration *generation = s.held_generation;
+    s.hold = Hold::None;
+    s.holder = nullptr;
+    s.held_generation = nullptr;
+    WorkerContext &worker = *s.worker;
+    if (generation && --generation->held == 0 && worker.on_generation_idle)
+        worker.on_generation_idle(generation, worker.on_generation_idle_data);
+}
+
+void Connection::end_hold() {
+    ActiveSession &s = *session_;
+    PluginInstance *plugin = s.holder;
+    clear_hold();
+    if (s.body_streamed && s.in_message) {
+        close_after_flush_ = true; // the rest of the body is not read
+        keep_alive_ = false;
+    }
+    if (!s.request.answered) {
+        TRELLIS_LOG_ERROR("plugin \"%s\" released a request without answering it", plugin->name().c_str());
+        respond_error(500);
+    } else if (s.stream.active) {
+        TRELLIS_LOG_ERROR("plugin \"%s\" released a streamed response without ending it",
+                          plugin->name().c_str());
+        s.stream.active = false;
+        close_after_flush_ = true;
+        keep_alive_ = false;
+    }
+    flush();
+}
+
+void Connection::run_on_pool(void *arg) noexcept {
+    auto *s = static_cast<ActiveSession *>(arg);
+    PluginInstance *plugin = s->holder;
+    s->pool_result = plugin->plugin->on_request(plugin->instance, &s->request);
+    if (!s->mailbox->post(s, kMailPoolDone))
+        delete s; // the worker has exited: nobody else will take the session back
+}
+
+void Connection::on_pool_done() {
+    ActiveSession &s = *session_;
+    if (s.hold != Hold::Pool)
+        return;
+    PluginInstance *plugin = s.holder;
+    if (s.pool_result == TRELLIS_ASYNC) {
+        s.hold = Hold::Async;
         return;
     }
-    respond_error(404);
+    clear_hold();
+    if (!after_handler(s.pool_result, plugin))
+        dispatch(s.route_index + 1); // declined on the pool: the next route tries
+}
+
+bool Connection::apply_staged() {
+    ActiveSession &s = *session_;
+    Request &r = s.request;
+    StagedAnswer &st = s.staged;
+    StagedAnswer::Kind kind = StagedAnswer::Kind::None;
+    int status = 0;
+    int64_t length = -1;
+    FileResponse file;
+    struct stat file_stat = {};
+    bool take_head, ended, released;
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        take_head = st.answered && !st.head_taken;
+        if (take_head) {
+            st.head_taken = true;
+            kind = st.kind;
+            status = st.status;
+            length = st.length;
+            file = st.file;
+            file_stat = st.file_stat;
+            st.file = FileResponse{}; // the loop owns the descriptor now
+        }
+        s.staged_scratch.clear();
+        s.staged_scratch.swap(st.body);
+        ended = st.ended;
+        released = st.released;
+    }
+    if (take_head && r.answered) {
+        // Answered on the loop during on_request and again from another thread.
+        TRELLIS_LOG_WARN("plugin \"%s\" answered a request twice; the second answer is ignored",
+                         s.holder ? s.holder->name().c_str() : "?");
+        if (file.fd >= 0 && !file.borrowed)
+            ::close(file.fd);
+        take_head = false;
+        s.staged_scratch.clear();
+    }
+    if (take_head) {
+        switch (kind) {
+        case StagedAnswer::Kind::Full:
+            respond(status, s.staged_scratch);
+            s.staged_scratch.clear();
+            break;
+        case StagedAnswer::Kind::File:
+            if (file.stat)
+                file.stat = &file_stat;
+            respond_file(file);
+            break;
+        case StagedAnswer::Kind::Stream:
+            start_stream(status, length);
+            break;
+        case StagedAnswer::Kind::None:
+            break;
+        }
+    }
+    if (s.stream.active && !s.staged_scratch.empty())
+        stream_write(s.staged_scratch);
+    if (ended && s.stream.active)
+        end_stream();
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        st.unsent = queued_output();
+    }
+    return released;
+}
+
+void Connection::on_mail(ActiveSession *s, unsigned bits) {
+    Connection *c = s->request.connection;
+    if (!c) {
+        // The client has gone; the session waits only for the plugin to let go.
+        if ((bits & kMailPoolDone) && s->hold == Hold::Pool)
+            s->hold = s->pool_result == TRELLIS_ASYNC ? Hold::Async : Hold::None;
+        bool released;
+        {
+            std::lock_guard<std::mutex> lock(s->stage_mutex);
+            released = s->staged.released;
+        }
+        if (s->hold == Hold::None || (s->hold == Hold::Async && released))
+            finish_orphan(s);
+        return;
+    }
+    Guard guard(c);
+    if (c->closed_ || c->session_ != s)
+        return;
+    bool released = c->apply_staged();
+    if (bits & kMailPoolDone)
+        c->on_pool_done();
+    if (c->closed_ || !c->session_)
+        return;
+    if (released && s->hold == Hold::Async) {
+        c->end_hold();
+    } else if (bits & kMailResumeBody) {
+        c->resume_body();
+    } else {
+        c->flush();
+    }
+    if (!c->closed_)
+        c->update_timeout();
+}
+
+void Connection::finish_orphan(ActiveSession *s) {
+    WorkerContext &worker = *s->worker;
+    release_hold_of(*s);
+    worker.pool.release(s);
+}
+
+void Connection::abandon_held_session() {
+    ActiveSession *s = session_;
+    session_ = nullptr;
+    worker_.stats.connections_active.sub();
+    bool released;
+    {
+        std::lock_guard<std::mutex> lock(s->stage_mutex);
+        s->staged.gone = true;
+        released = s->staged.released;
+    }
+    s->request.connection = nullptr;
+    s->stream.active = false;
+    // The plugin hears of it unless it has let go already; its release (or the pool's return)
+    // then reaches on_mail, which gives the session back to the pool.
+    if (!released && s->holder && s->holder->on_abort())
+        s->holder->on_abort()(s->holder->instance, &s->request);
+}
+
+void Connection::on_handler_timeout() {
+    ActiveSession *s = session_;
+    if (!s || (s->hold == Hold::None && !s->stream.active)) {
+        update_timeout();
+        return;
+    }
+    apply_staged(); // whatever arrived just in time
+    const Request &r = s->request;
+    const char *name = s->holder ? s->holder->name().c_str() : "?";
+    {
+        std::lock_guard<std::mutex> lock(s->stage_mutex);
+        s->staged.gone = true; // later answers from the plugin fail
+    }
+    s->gave_up = true;
+    if (!r.answered) {
+        TRELLIS_LOG_ERROR("plugin \"%s\" did not answer %.*s %.*s within %u ms: 504", name,
+                          static_cast<int>(r.method.length), r.str(r.method).data(),
+                          static_cast<int>(r.target.length), r.str(r.target).data(),
+                          worker_.limits().handler_timeout_ms);
+        close_after_flush_ = true;
+        keep_alive_ = false;
+        respond_error(504);
+        flush();
+        return;
+    }
+    TRELLIS_LOG_ERROR("plugin \"%s\" sent nothing for %u ms on a streamed response; closing the connection",
+                      name, worker_.limits().handler_timeout_ms);
+    close_now();
+}
+
+void Connection::notify_plugin_writable() {
+    ActiveSession &s = *session_;
+    if (s.hold != Hold::Async || !s.holder)
+        return;
+    bool wanted = s.notify_writable;
+    s.notify_writable = false;
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        wanted = wanted || s.staged.want_writable;
+        s.staged.want_writable = false;
+        s.staged.unsent = 0;
+    }
+    if (wanted && s.holder->on_writable())
+        s.holder->on_writable()(s.holder->instance, &s.request);
+}
+
+void Connection::fail_streamed_body() {
+    ActiveSession &s = *session_;
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        s.staged.gone = true;
+    }
+    s.body_streamed = false;
+    close_after_flush_ = true;
+    keep_alive_ = false;
+    if (!s.request.answered)
+        respond_error(500);
+}
+
+void Connection::resume_body() {
+    ActiveSession &s = *session_;
+    if (!s.body_paused)
+        return;
+    s.body_paused = false;
+    process_input();
+    if (!closed_ && session_ && !peer_done_)
+        transport_->set_reading(true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streamed responses
+
+bool Connection::start_stream(int status, int64_t content_length) {
+    ActiveSession &s = *session_;
+    Request &r = s.request;
+    if (status < 200 || status > 999 || status == 204 || status == 304)
+        return false;
+    s.stream = StreamState{};
+    s.stream.status = status;
+    if (content_length >= 0) {
+        s.stream.declared = true;
+        s.stream.length = static_cast<uint64_t>(content_length);
+        write_head(status, s.stream.length, true);
+    } else if (r.version == 11) {
+        s.stream.chunked = true;
+        r.response_headers.append("Transfer-Encoding: chunked\r\n");
+        write_head(status, 0, false);
+    } else {
+        // HTTP/1.0 has no chunks: the end of the connection ends the body.
+        close_after_flush_ = true;
+        keep_alive_ = false;
+        write_head(status, 0, false);
+    }
+    s.stream.active = true;
+    return true;
+}
+
+size_t Connection::stream_write(std::string_view data) {
+    ActiveSession &s = *session_;
+    StreamState &stream = s.stream;
+    if (stream.active && !data.empty() && !s.request.is_head) {
+        if (stream.declared && data.size() > stream.length - stream.sent) {
+            TRELLIS_LOG_ERROR(
+                "plugin \"%s\" wrote more than the Content-Length it gave (%llu); the excess is dropped",
+                s.holder ? s.holder->name().c_str() : "?", static_cast<unsigned long long>(stream.length));
+            data = data.substr(0, stream.length - stream.sent);
+        }
+        if (stream.chunked) {
+            char size_line[24];
+            int n = snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
+            append_body(std::string_view(size_line, static_cast<size_t>(n)));
+            append_body(data);
+            append_body("\r\n");
+        } else {
+            append_body(data);
+        }
+        stream.sent += data.size();
+    }
+    return queued_output();
+}
+
+void Connection::end_stream() {
+    ActiveSession &s = *session_;
+    StreamState &stream = s.stream;
+    if (!stream.active)
+        return;
+    stream.active = false;
+    if (stream.chunked && !s.request.is_head)
+        append_body("0\r\n\r\n");
+    if (stream.declared && stream.sent < stream.length && !s.request.is_head) {
+        TRELLIS_LOG_ERROR(
+            "plugin \"%s\" ended its response after %llu of %llu promised bytes; closing the connection",
+            s.holder ? s.holder->name().c_str() : "?", static_cast<unsigned long long>(stream.sent),
+            static_cast<unsigned long long>(stream.length));
+        close_after_flush_ = true;
+        keep_alive_ = false;
+    }
+    record_response(stream.status, s.request.is_head ? 0 : stream.sent);
+}
+
+size_t Connection::queued_output() const {
+    const ActiveSession &s = *session_;
+    size_t total = 0;
+    for (size_t i = s.segment_index; i < s.segments.size(); ++i)
+        total += s.segments[i].end - s.segments[i].begin;
+    return total;
+}
+
+void Connection::record_response(int status, uint64_t body_bytes) {
+    ActiveSession &s = *session_;
+    const Route *route = s.request.route;
+    if (route && route->stats && s.started_ns)
+        route->stats->per_worker[worker_.index()].record(status, uv_hrtime() - s.started_ns);
+    log_access(status, body_bytes);
 }
 
 void Connection::write_head(int status, uint64_t content_length, bool with_length) {
@@ -891,16 +1463,16 @@ void Connection::write_head(int status, uint64_t content_length, bool with_lengt
     else
         s.segments.push_back({start, out.size(), -1});
     s.request.answered = true;
-    ++worker_.stats.responses_by_class[status / 100 % 6];
+    worker_.stats.responses_by_class[status / 100 % 6].add();
 }
 
 void Connection::append_body(std::string_view body) {
     ActiveSession &s = *session_;
     size_t start = s.out.size();
     s.out.append(body);
-    OutSegment &last = s.segments.back();
-    if (last.fd < 0 && last.end == start)
-        last.end = s.out.size();
+    OutSegment *last = s.segments.size() > s.segment_index ? &s.segments.back() : nullptr;
+    if (last && last->fd < 0 && last->end == start)
+        last->end = s.out.size();
     else
         s.segments.push_back({start, s.out.size(), -1});
 }
@@ -910,7 +1482,7 @@ void Connection::log_access(int status, uint64_t body_bytes) {
         return;
     Request &r = session_->request;
     char peer[64];
-    size_t n = peer_text(peer, sizeof peer);
+    size_t n = peer_text(peer_, peer, sizeof peer);
     std::string_view ip(peer, n);
     // The combined format wants the address alone.
     if (size_t colon = ip.rfind(':'); colon != std::string_view::npos)
@@ -933,7 +1505,7 @@ void Connection::respond(int status, std::string_view body) {
     write_head(status, body.size(), !bodiless);
     if (!r.is_head && !bodiless)
         append_body(body);
-    log_access(status, r.is_head || bodiless ? 0 : body.size());
+    record_response(status, r.is_head || bodiless ? 0 : body.size());
 }
 
 void Connection::respond_error(int status) {
@@ -1083,11 +1655,11 @@ bool Connection::respond_file(const FileResponse &file) {
         if (!s.segments.empty() && s.segments.back().fd < 0 && s.segments.back().end > out_mark)
             s.segments.back().end = out_mark;
         s.out.resize(out_mark);
-        --worker_.stats.responses_by_class[status / 100 % 6];
+        worker_.stats.responses_by_class[status / 100 % 6].sub();
         respond_error(500);
         return false;
     }
-    log_access(status, r.is_head ? 0 : body_bytes);
+    record_response(status, r.is_head ? 0 : body_bytes);
     return true;
 }
 
@@ -1149,14 +1721,14 @@ std::string Connection::take_header(std::string &headers, std::string_view name)
     return {};
 }
 
-size_t Connection::peer_text(char *buf, size_t len) const {
+size_t Connection::peer_text(const sockaddr_in6 &peer, char *buf, size_t len) {
     char ip[INET6_ADDRSTRLEN] = "?";
     int written;
-    if (peer_.sin6_family == AF_INET6) {
-        inet_ntop(AF_INET6, &peer_.sin6_addr, ip, sizeof ip);
-        written = snprintf(buf, len, "[%s]:%u", ip, ntohs(peer_.sin6_port));
+    if (peer.sin6_family == AF_INET6) {
+        inet_ntop(AF_INET6, &peer.sin6_addr, ip, sizeof ip);
+        written = snprintf(buf, len, "[%s]:%u", ip, ntohs(peer.sin6_port));
     } else {
-        const auto *v4 = reinterpret_cast<const sockaddr_in *>(&peer_);
+        const auto *v4 = reinterpret_cast<const sockaddr_in *>(&peer);
         inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof ip);
         written = snprintf(buf, len, "%s:%u", ip, ntohs(v4->sin_port));
     }
@@ -1202,6 +1774,7 @@ void Connection::flush() {
         }
         // Advance over what was taken; a send_file result only ever covers the current segment.
         size_t taken = static_cast<size_t>(n);
+        worker_.stats.bytes_out.add(taken);
         while (s.segment_index < s.segments.size()) {
             OutSegment &current = s.segments[s.segment_index];
             size_t left = current.end - current.begin;
@@ -1232,11 +1805,19 @@ void Connection::flush() {
 void Connection::after_flush() {
     if (closed_)
         return;
+    ActiveSession &s = *session_;
+    if ((s.hold != Hold::None || s.stream.active) && !s.gave_up) {
+        // The handler is still at work: wait for its next piece, its release, or tell it that it
+        // may write again.
+        notify_plugin_writable();
+        if (!closed_ && session_ && !s.body_paused && !peer_done_)
+            transport_->set_reading(true); // to notice a client that leaves
+        return;
+    }
     if (close_after_flush_) {
         finish_and_close();
         return;
     }
-    ActiveSession &s = *session_;
     if (s.parse_pos < s.read_end) {
         // Pipelined requests waited for the output to drain.
         transport_->set_reading(!peer_done_);

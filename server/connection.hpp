@@ -19,6 +19,7 @@
 #include <llhttp.h>
 
 #include <memory>
+#include <mutex>
 #include <netinet/in.h>
 #include <string>
 #include <sys/stat.h>
@@ -42,8 +43,48 @@ struct FileResponse {
     const struct stat *stat = nullptr; // when the caller already has it
 };
 
+struct PluginInstance;
+struct WorkerGeneration;
+class Mailbox;
+
+// Who holds the request being answered, besides the connection.
+enum class Hold : uint8_t {
+    None,  // nobody: an inline handler, or no handler yet
+    Pool,  // on_request runs on the thread pool
+    Async, // the plugin returned TRELLIS_ASYNC and has not released it yet
+};
+
+// A response being streamed (response_start ... response_end).
+struct StreamState {
+    bool active = false;   // started, not ended
+    bool chunked = false;  // Transfer-Encoding: chunked
+    bool declared = false; // a Content-Length was promised
+    uint64_t length = 0;   // ... of this many bytes
+    uint64_t sent = 0;     // body bytes taken so far
+    int status = 0;
+};
+
+// What a plugin thread hands to the loop for a held request. Guarded by ActiveSession::stage_mutex.
+struct StagedAnswer {
+    enum class Kind : uint8_t { None, Full, File, Stream };
+    bool released = false; // request_release was called
+    bool answered = false; // an answer (full, file, or the head of a stream) was given
+    bool gone = false;     // the client left or the request timed out: answers fail now
+    bool head_taken = false;
+    bool ended = false;         // response_end
+    bool want_writable = false; // response_write said TRELLIS_AGAIN
+    Kind kind = Kind::None;
+    int status = 0;
+    int64_t length = -1;
+    std::string body; // a full answer's body, or stream bytes the loop has not taken yet
+    FileResponse file;
+    struct stat file_stat = {};
+    size_t unsent = 0; // bytes the loop holds but has not written (for TRELLIS_AGAIN)
+    void reset();
+};
+
 struct ActiveSession {
-    explicit ActiveSession(size_t read_buffer_size);
+    ActiveSession(size_t read_buffer_size, WorkerContext *worker);
     ~ActiveSession();
     llhttp_t parser;
     Request request;
@@ -66,6 +107,35 @@ struct ActiveSession {
     int host_count = 0;
     bool expect_continue = false;
     int error_status = 0; // set by a callback that refuses the request
+
+    // ---- the request's handler ----
+    WorkerContext *worker;            // the worker whose pool lent this session
+    std::shared_ptr<Mailbox> mailbox; // how other threads reach it (outlives the worker)
+    sockaddr_in6 peer;                // the connection's peer, readable after it has gone
+    std::shared_ptr<const TlsFacts> tls_facts;
+    int route_index = -1;    // route being tried
+    uint64_t started_ns = 0; // when the request was complete (for latency)
+    StreamState stream;
+    bool notify_writable = false;   // an inline response_write said TRELLIS_AGAIN
+    bool stop_after_answer = false; // answered before its body: read nothing more
+    // A handler holding the request (loop thread only).
+    Hold hold = Hold::None;
+    PluginInstance *holder = nullptr;
+    WorkerGeneration *held_generation = nullptr;
+    int pool_result = 0;                // on_request's result on the pool (read after kMailPoolDone)
+    bool body_streamed = false;         // TRELLIS_STREAM_BODY: body bytes go to holder's on_body
+    bool body_paused = false;           // on_body said TRELLIS_AGAIN
+    bool body_pause_now = false;        // ... during this parse step
+    bool body_failed = false;           // on_body returned TRELLIS_ERROR
+    bool head_dispatch_pending = false; // the head is for a body-streaming plugin
+    bool gave_up = false;               // the handler timed out: the connection no longer waits for it
+    std::mutex stage_mutex;
+    StagedAnswer staged;        // under stage_mutex
+    std::string staged_scratch; // loop side of staged.body, swapped to keep capacity
+    // Mailbox bookkeeping, under the mailbox's mutex.
+    unsigned mail_bits = 0;
+    bool mail_queued = false;
+
     void reset_for_reuse();
 };
 
@@ -75,6 +145,9 @@ class Connection final : public TimeoutNode, public TransportEvents {
     // `listen` (may be null in tests) carries HSTS and redirect_to_https; it outlives connections.
     static Connection *start(WorkerContext &worker, Transport *transport, const sockaddr *peer,
                              const ListenConfig *listen = nullptr);
+
+    // A mailbox delivery for a session whose request a plugin holds (loop thread).
+    static void on_mail(ActiveSession *session, unsigned bits);
 
     // Called by the worker when a timeout of this connection expires.
     void on_timeout(TimeoutKind kind);
@@ -91,10 +164,15 @@ class Connection final : public TimeoutNode, public TransportEvents {
     // file (the request was answered with 500).
     bool respond_file(const FileResponse &file);
     void respond_error(int status);
-    size_t peer_text(char *buf, size_t len) const;
+    // A streamed response: head now, body in pieces. start_stream is false for a status without
+    // a body; stream_write returns how many bytes wait to be written (for backpressure).
+    bool start_stream(int status, int64_t content_length);
+    size_t stream_write(std::string_view data);
+    void end_stream();
+    // Bytes queued for the client and not written yet.
+    size_t queued_output() const;
+    static size_t peer_text(const sockaddr_in6 &peer, char *buf, size_t len);
     unsigned worker_index() const { return worker_.index(); }
-    // TLS facts of this connection, or null on plain.
-    const TlsFacts *tls_facts() { return transport_ ? transport_->tls_facts() : nullptr; }
 
     // TransportEvents
     std::span<char> on_read_buffer() override;
@@ -110,8 +188,29 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void process_input();
     bool parse_step();
     void after_message();
-    void dispatch();
+    void dispatch(int first_route = 0);
+    // Calls the handler of route `index`; true when the route took the request (answered, holds
+    // it, or failed), false when it declined.
+    bool call_handler(int index);
+    bool dispatch_head_to_body_streamer();
+    void begin_hold(Hold hold, PluginInstance *plugin);
+    void end_hold();
+    bool apply_staged(); // true when the plugin has released the request
+    void on_pool_done();
+    void on_handler_timeout();
+    void notify_plugin_writable();
+    // Leaves the session to the plugin holding it (the connection is going away).
+    void abandon_held_session();
+    void fail_streamed_body();
+    void resume_body();
+    void release_session();
+    void record_response(int status, uint64_t body_bytes);
     bool redirect_to_https();
+    bool answered_by_listener_rules();
+    bool after_handler(int rc, PluginInstance *plugin);
+    void clear_hold();
+    static void release_hold_of(ActiveSession &s);
+    void shift_request_to_front();
     void compact_read_buffer();
     int status_for_parse_error(llhttp_errno_t err) const;
     bool is_http09_request_line() const;
@@ -121,6 +220,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     bool queue_file_bytes(int fd, uint64_t offset, uint64_t length);
     static std::string take_header(std::string &headers, std::string_view name);
     void log_access(int status, uint64_t body_bytes);
+    static void run_on_pool(void *session) noexcept;
+    static void finish_orphan(ActiveSession *session);
     void flush();
     void after_flush();
     // Lifecycle.
@@ -146,6 +247,7 @@ class Connection final : public TimeoutNode, public TransportEvents {
     int parse_target();
     static const llhttp_settings_t &parser_settings();
 
+    friend struct ActiveSession;
     WorkerContext &worker_;
     Transport *transport_;
     const ListenConfig *listen_;
@@ -158,6 +260,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     bool closed_ = false;
     bool lingering_ = false;
     bool write_blocked_ = false;
+    bool tls_checked_ = false; // looked at the transport once bytes came (auto listeners decide late)
+    bool counted_tls_ = false;
 };
 
 } // namespace trellis

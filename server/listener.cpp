@@ -126,7 +126,7 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
     uint32_t open = worker_.open_connections->fetch_add(1, std::memory_order_relaxed);
     if (open >= worker_.limits().max_connections) {
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
-        ++worker_.stats.connections_rejected;
+        worker_.stats.connections_rejected.add();
         ::close(fd);
         // Once a second at most: a flood must not turn into a flood of log lines.
         uint64_t now = uv_now(worker_.loop());
@@ -135,7 +135,8 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
             TRELLIS_LOG_WARN("limits.max_connections (%u) reached: closing new connections (%lu so far on "
                              "worker %u)",
                              worker_.limits().max_connections,
-                             static_cast<unsigned long>(worker_.stats.connections_rejected), worker_.index());
+                             static_cast<unsigned long>(worker_.stats.connections_rejected.get()),
+                             worker_.index());
         }
         return;
     }

@@ -9,11 +9,14 @@
 namespace trellis {
 
 struct PluginInstance;
+struct RouteStats;
 
 struct Route {
     std::string host;   // "*" or lower-case exact host
     std::string prefix; // starts with '/'
     PluginInstance *plugin = nullptr;
+    bool blocking = false;       // on_request runs on the thread pool (route or plugin said so)
+    RouteStats *stats = nullptr; // counters for the status plugin (may be null in tests)
 };
 
 class Router {

@@ -1,10 +1,13 @@
 #include "server.hpp"
 
+#include "generation.hpp"
 #include "listener.hpp"
 #include "log/access_log.hpp"
 #include "log/log.hpp"
+#include "metrics/metrics.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
+#include "thread_pool.hpp"
 #include "transport/tls_context.hpp"
 #include "worker.hpp"
 
@@ -14,13 +17,6 @@
 
 namespace trellis {
 namespace {
-
-std::unique_ptr<Router> build_router(const Config &config, PluginSet &plugins) {
-    std::vector<Route> routes;
-    for (const RouteConfig &rc : config.routes)
-        routes.push_back(Route{rc.host, rc.prefix, plugins.find(rc.plugin)});
-    return std::make_unique<Router>(std::move(routes));
-}
 
 // Each connection needs a descriptor; raise the soft limit as far as the hard one allows.
 void raise_fd_limit(uint32_t max_connections) {
@@ -44,6 +40,7 @@ struct MainLoop {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm, sighup;
     uv_async_t worker_exited;
+    uv_async_t generation_released;
     std::vector<std::unique_ptr<Worker>> *workers;
     std::atomic<size_t> exited{0};
     bool stopping = false;
@@ -57,11 +54,42 @@ void stop_workers(MainLoop &main) {
         worker->stop();
 }
 
+// The main loop of the running server, for workers to wake (null when not running).
+std::atomic<uv_async_t *> g_generation_released{nullptr};
+
 } // namespace
 
+std::shared_ptr<Generation> build_generation(const Config &config, const Generation *previous,
+                                             ServerMetrics *metrics, uint64_t number) {
+    auto generation = std::make_shared<Generation>();
+    generation->number = number;
+    generation->plugins.load(config.plugins, config.base_dir, previous ? &previous->plugins : nullptr);
+    std::vector<Route> routes;
+    std::vector<RouteStats *> stats;
+    for (size_t i = 0; i < config.routes.size(); ++i) {
+        const RouteConfig &rc = config.routes[i];
+        Route route{rc.host, rc.prefix, generation->plugins.find(rc.plugin)};
+        uint32_t flags = route.plugin->flags();
+        route.blocking = rc.blocking || (flags & TRELLIS_BLOCKING);
+        if (route.blocking && (flags & TRELLIS_STREAM_BODY))
+            throw StartupError(
+                config.source_path + ": /routes/" + std::to_string(i) + "/blocking: plugin \"" + rc.plugin +
+                "\" streams request bodies (TRELLIS_STREAM_BODY) on the event loop and cannot be "
+                "blocking");
+        if (metrics) {
+            route.stats = metrics->route(rc.host, rc.prefix, rc.plugin);
+            stats.push_back(route.stats);
+        }
+        routes.push_back(std::move(route));
+    }
+    generation->router = std::make_unique<Router>(std::move(routes));
+    if (metrics)
+        metrics->set_active_routes(stats);
+    return generation;
+}
+
 void check_configuration(const Config &config) {
-    PluginSet plugins;
-    plugins.load(config.plugins, config.base_dir);
+    build_generation(config, nullptr, nullptr, 1);
     for (const ListenConfig &listen : config.listen)
         if (listen.transport != TransportKind::Plain)
             TlsContext::load(listen.tls, true);
@@ -73,9 +101,18 @@ Server::~Server() {
     for (auto &worker : workers_)
         worker->join();
     workers_.clear();
-    router_.reset();
     listeners_.clear();
-    plugins_.reset(); // after every worker: hooks must not outlive their library
+    // After every worker (hooks must not outlive their library), before the pool's threads are
+    // gone for good: a pool that could not stop still runs plugin code, and is leaked with it.
+    if (thread_pool_ && !thread_pool_->stop(config_.limits.shutdown_timeout_ms)) {
+        TRELLIS_LOG_ERROR("blocking handlers still running at exit; plugins are not unloaded");
+        (void)thread_pool_.release();
+        (void)new std::shared_ptr<const Generation>(std::move(generation_)); // kept loaded on purpose
+        retired_.clear();
+        return;
+    }
+    retired_.clear();
+    generation_.reset();
 }
 
 void Server::start() {
@@ -84,9 +121,10 @@ void Server::start() {
     set_log_level(level);
     raise_fd_limit(config_.limits.max_connections);
 
-    plugins_ = std::make_unique<PluginSet>();
-    plugins_->load(config_.plugins, config_.base_dir);
-    router_ = build_router(config_, *plugins_);
+    metrics_ = std::make_unique<ServerMetrics>(config_.workers);
+    generation_ = build_generation(config_, nullptr, metrics_.get(), 1);
+    thread_pool_ = std::make_unique<ThreadPool>(config_.thread_pool.threads, config_.thread_pool.queue);
+    metrics_->set_pool(thread_pool_->stats());
     if (config_.access_log != "off") {
         try {
             access_log_ = std::make_unique<AccessLog>(config_.access_log);
@@ -102,9 +140,17 @@ void Server::start() {
             settings->tls = TlsContext::load(listen.tls);
         listeners_.push_back(std::move(settings));
     }
+    WorkerShared shared;
+    shared.access_log = access_log_.get();
+    shared.open_connections = &open_connections_;
+    shared.metrics = metrics_.get();
+    shared.thread_pool = thread_pool_.get();
+    shared.on_generation_released = [](void *) {
+        if (uv_async_t *async = g_generation_released.load())
+            uv_async_send(async);
+    };
     for (unsigned i = 0; i < config_.workers; ++i)
-        workers_.push_back(std::make_unique<Worker>(i, config_, router_.get(), plugins_.get(),
-                                                    access_log_.get(), &open_connections_));
+        workers_.push_back(std::make_unique<Worker>(i, config_, generation_, shared));
     // Then every socket; "listening on" is said only once all of them are.
     for (auto &settings : listeners_) {
         uint16_t port = settings->config.port;
@@ -118,7 +164,65 @@ void Server::start() {
             settings->config.transport == TransportKind::Auto ? " (plain HTTP and TLS on one port)" : "");
 }
 
+void Server::reload() {
+    TRELLIS_LOG_INFO("SIGHUP: reloading configuration from %s", config_.source_path.c_str());
+    try {
+        Config next = load_config(config_.source_path);
+        // What the running process cannot change in place.
+        auto same_listeners = [](const Config &a, const Config &b) {
+            if (a.listen.size() != b.listen.size())
+                return false;
+            for (size_t i = 0; i < a.listen.size(); ++i)
+                if (a.listen[i].address != b.listen[i].address || a.listen[i].port != b.listen[i].port ||
+                    a.listen[i].transport != b.listen[i].transport)
+                    return false;
+            return true;
+        };
+        if (!same_listeners(next, config_) || next.workers != config_.workers ||
+            next.thread_pool.threads != config_.thread_pool.threads ||
+            next.thread_pool.queue != config_.thread_pool.queue || next.access_log != config_.access_log)
+            TRELLIS_LOG_WARN(
+                "reload: changes to listen, workers, thread_pool and access_log take effect at the "
+                "next restart; plugins, routes and log_level are reloaded now");
+        std::shared_ptr<Generation> generation =
+            build_generation(next, generation_.get(), metrics_.get(), generation_->number + 1);
+        retired_.push_back(generation_);
+        generation_ = generation;
+        for (auto &worker : workers_)
+            worker->adopt(generation_);
+        LogLevel level = LogLevel::Info;
+        if (parse_log_level(next.log_level, level))
+            set_log_level(level);
+        config_.plugins = next.plugins;
+        config_.routes = next.routes;
+        config_.log_level = next.log_level;
+        ++reloads_;
+        metrics_->set_generation(generation_->number, reloads_, reload_failures_);
+        TRELLIS_LOG_INFO("reload: generation %llu active (%zu plugins, %zu routes)",
+                         static_cast<unsigned long long>(generation_->number),
+                         generation_->plugins.instances().size(), generation_->router->size());
+    } catch (const std::exception &e) {
+        ++reload_failures_;
+        metrics_->set_generation(generation_->number, reloads_, reload_failures_);
+        TRELLIS_LOG_ERROR("reload failed: %s; keeping generation %llu", e.what(),
+                          static_cast<unsigned long long>(generation_->number));
+        return;
+    }
+    reload_certificates();
+    collect_generations();
+}
+
+void Server::collect_generations() {
+    // A generation only the server still references has no worker and no request left on it.
+    std::erase_if(retired_, [](const std::shared_ptr<const Generation> &g) { return g.use_count() == 1; });
+}
+
 void Server::reload_certificates() {
+    bool any_tls = false;
+    for (const auto &settings : listeners_)
+        any_tls = any_tls || settings->tls != nullptr;
+    if (!any_tls)
+        return;
     TRELLIS_LOG_INFO("SIGHUP: reloading certificates");
     for (size_t i = 0; i < listeners_.size(); ++i) {
         ListenerSettings &settings = *listeners_[i];
@@ -149,6 +253,11 @@ int Server::run() {
     main.workers = &workers_;
     uv_loop_init(&main.loop);
     main.sigint.data = main.sigterm.data = main.sighup.data = main.worker_exited.data = &main;
+    main.generation_released.data = &main;
+    uv_async_init(&main.loop, &main.generation_released, [](uv_async_t *handle) {
+        static_cast<MainLoop *>(handle->data)->server->collect_generations();
+    });
+    g_generation_released = &main.generation_released;
     uv_signal_init(&main.loop, &main.sigint);
     uv_signal_init(&main.loop, &main.sigterm);
     uv_signal_init(&main.loop, &main.sighup);
@@ -163,7 +272,7 @@ int Server::run() {
         [](uv_signal_t *handle, int) {
             auto &m = *static_cast<MainLoop *>(handle->data);
             if (!m.stopping)
-                m.server->reload_certificates();
+                m.server->reload();
         },
         SIGHUP);
     uv_async_init(&main.loop, &main.worker_exited, [](uv_async_t *handle) {
@@ -178,6 +287,8 @@ int Server::run() {
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigterm), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sighup), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.worker_exited), nullptr);
+            g_generation_released = nullptr;
+            uv_close(reinterpret_cast<uv_handle_t *>(&m.generation_released), nullptr);
         }
     });
     for (auto &worker : workers_)

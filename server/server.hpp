@@ -11,9 +11,10 @@
 namespace trellis {
 
 class AccessLog;
-class PluginSet;
-class Router;
+class ServerMetrics;
+class ThreadPool;
 class Worker;
+struct Generation;
 struct ListenerSettings;
 
 class Server {
@@ -26,14 +27,23 @@ class Server {
     void start();
     // Runs until SIGINT/SIGTERM has stopped every worker. Returns the exit status.
     int run();
-    // SIGHUP: reloads every TLS listener's certificates and keys. New handshakes use them; open
+    // SIGHUP: re-reads the configuration file. Plugins and routes become a new generation that new
+    // requests take; requests in flight finish on theirs. A file that fails validation, or a plugin
+    // that fails to load, leaves the running generation in place (logged). Then the certificates.
+    void reload();
+    // Reloads every TLS listener's certificates and keys. New handshakes use them; open
     // connections keep theirs. A listener whose files fail to load keeps its old ones (logged).
     void reload_certificates();
+    // Main thread: destroys generations no worker uses any more.
+    void collect_generations();
 
   private:
     Config config_;
-    std::unique_ptr<PluginSet> plugins_;
-    std::unique_ptr<Router> router_;
+    std::unique_ptr<ServerMetrics> metrics_;
+    std::unique_ptr<ThreadPool> thread_pool_;
+    std::shared_ptr<const Generation> generation_;
+    std::vector<std::shared_ptr<const Generation>> retired_; // still used by some worker
+    uint64_t reloads_ = 0, reload_failures_ = 0;
     std::unique_ptr<AccessLog> access_log_;
     std::atomic<uint32_t> open_connections_{0};
     std::vector<std::unique_ptr<ListenerSettings>> listeners_; // outlive every connection
@@ -43,5 +53,10 @@ class Server {
 // Checks a configuration as start() would, without listening: loads and creates every plugin,
 // then destroys them. Throws StartupError or ConfigError.
 void check_configuration(const Config &config);
+
+// Loads the plugins and builds the routes of `config`, sharing unchanged instances with `previous`
+// (a reload). `metrics` (may be null) gets the routes' counters. Throws StartupError.
+std::shared_ptr<Generation> build_generation(const Config &config, const Generation *previous,
+                                             ServerMetrics *metrics, uint64_t number);
 
 } // namespace trellis

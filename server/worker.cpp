@@ -1,21 +1,33 @@
 #include "worker.hpp"
 
 #include "connection.hpp"
+#include "generation.hpp"
 #include "listener.hpp"
 #include "log/log.hpp"
+#include "mailbox.hpp"
 #include "plugin/loader.hpp"
 #include "transport/tls_context.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 namespace trellis {
 
-Worker::Worker(unsigned index, const Config &config, const Router *router, PluginSet *plugins,
-               AccessLog *access_log, std::atomic<uint32_t> *open_connections)
-    : index_(index), shutdown_timeout_ms_(config.limits.shutdown_timeout_ms), plugins_(plugins) {
+Worker::Worker(unsigned index, const Config &config, std::shared_ptr<const Generation> generation,
+               const WorkerShared &shared)
+    : index_(index), shutdown_timeout_ms_(config.limits.shutdown_timeout_ms), shared_(shared) {
     uv_loop_init(&loop_);
-    context_ = std::make_unique<WorkerContext>(&loop_, index, config.limits, access_log, open_connections);
-    context_->router = router;
+    context_ = std::make_unique<WorkerContext>(&loop_, index, config.limits, shared.access_log,
+                                               shared.open_connections,
+                                               shared.metrics ? &shared.metrics->worker(index) : nullptr);
+    context_->metrics = shared.metrics;
+    context_->thread_pool = shared.thread_pool;
+    context_->on_generation_idle = uv_on_generation_idle;
+    context_->on_generation_idle_data = this;
+    generations_.push_back(std::make_unique<WorkerGeneration>());
+    generations_.back()->generation = std::move(generation);
+    context_->generation = generations_.back().get();
+    context_->router = generations_.back()->generation->router.get();
     context_->on_drained = [](void *data) { static_cast<Worker *>(data)->on_drained(); };
     context_->on_drained_data = this;
     uv_async_init(&loop_, &stop_async_, uv_on_stop);
@@ -41,6 +53,7 @@ Worker::~Worker() {
 
 int Worker::close_loop() {
     // Every handle is closed through uv_close; the loop must then close cleanly.
+    context_->mailbox->close();
     context_->access_log.close();
     context_->timeouts.close();
     uv_walk(
@@ -101,31 +114,86 @@ void Worker::replace_tls(size_t listener, std::shared_ptr<const WorkerTls> tls) 
     });
 }
 
+void Worker::adopt(std::shared_ptr<const Generation> generation) {
+    post([this, generation = std::move(generation)]() mutable { switch_to(std::move(generation)); });
+}
+
+void Worker::start_plugins(const Generation &generation, const Generation *previous) {
+    for (const auto &instance : generation.plugins.instances()) {
+        PluginInstance &p = *instance;
+        if (previous && previous->plugins.contains(&p))
+            continue; // started with an earlier generation
+        if (p.has(offsetof(trellis_plugin, on_worker_start) + sizeof(void *)) && p.plugin->on_worker_start &&
+            p.plugin->on_worker_start(p.instance, index_) != TRELLIS_OK) {
+            TRELLIS_LOG_ERROR("plugin \"%s\": on_worker_start failed on worker %u", p.name().c_str(), index_);
+            if (!previous)
+                started_ok_ = false;
+        }
+    }
+}
+
+void Worker::switch_to(std::shared_ptr<const Generation> generation) {
+    const Generation *previous = generations_.back()->generation.get();
+    start_plugins(*generation, previous);
+    generations_.push_back(std::make_unique<WorkerGeneration>());
+    generations_.back()->generation = std::move(generation);
+    context_->generation = generations_.back().get();
+    context_->router = generations_.back()->generation->router.get();
+    // Every generation before the new one may go once no held request runs on it.
+    for (size_t i = generations_.size() - 1; i-- > 0;)
+        retire_if_idle(generations_[i].get());
+}
+
+void Worker::uv_on_generation_idle(WorkerGeneration *generation, void *data) {
+    static_cast<Worker *>(data)->retire_if_idle(generation);
+}
+
+void Worker::retire_if_idle(WorkerGeneration *generation) {
+    if (generation->held != 0 || generation == generations_.back().get())
+        return;
+    // Instances this worker no longer uses hear on_worker_stop here, on its thread.
+    const Generation &current = *generations_.back()->generation;
+    for (const auto &instance : generation->generation->plugins.instances()) {
+        PluginInstance &p = *instance;
+        bool still_used = current.plugins.contains(&p);
+        for (const auto &other : generations_)
+            still_used = still_used || (other.get() != generation && other->generation->plugins.contains(&p));
+        if (!still_used && p.has(offsetof(trellis_plugin, on_worker_stop) + sizeof(void *)) &&
+            p.plugin->on_worker_stop)
+            p.plugin->on_worker_stop(p.instance, index_);
+    }
+    for (auto it = generations_.begin(); it != generations_.end(); ++it)
+        if (it->get() == generation) {
+            generations_.erase(it);
+            break;
+        }
+    if (shared_.on_generation_released)
+        shared_.on_generation_released(shared_.on_generation_released_data);
+}
+
 void Worker::join() {
     if (thread_.joinable())
         thread_.join();
 }
 
 void Worker::run() {
-    size_t started = 0;
-    auto &instances = plugins_->instances();
-    for (; started < instances.size(); ++started) {
-        PluginInstance &p = *instances[started];
-        if (p.has(offsetof(trellis_plugin, on_worker_start) + sizeof(void *)) && p.plugin->on_worker_start &&
-            p.plugin->on_worker_start(p.instance, index_) != TRELLIS_OK) {
-            TRELLIS_LOG_ERROR("plugin \"%s\": on_worker_start failed on worker %u; stopping",
-                              p.name().c_str(), index_);
-            started_ok_ = false;
-            break;
-        }
-    }
+    context_->bind_thread();
+    start_plugins(*generations_.back()->generation, nullptr);
     if (!started_ok_)
         on_stop();
     uv_run(&loop_, UV_RUN_DEFAULT);
-    for (size_t i = started; i-- > 0;) {
-        PluginInstance &p = *instances[i];
-        if (p.has(offsetof(trellis_plugin, on_worker_stop) + sizeof(void *)) && p.plugin->on_worker_stop)
-            p.plugin->on_worker_stop(p.instance, index_);
+    // Every instance still in use hears on_worker_stop once, newest generation first.
+    std::vector<PluginInstance *> stopped;
+    for (size_t g = generations_.size(); g-- > 0;) {
+        const auto &instances = generations_[g]->generation->plugins.instances();
+        for (size_t i = instances.size(); i-- > 0;) {
+            PluginInstance &p = *instances[i];
+            if (std::find(stopped.begin(), stopped.end(), &p) != stopped.end())
+                continue;
+            stopped.push_back(&p);
+            if (p.has(offsetof(trellis_plugin, on_worker_stop) + sizeof(void *)) && p.plugin->on_worker_stop)
+                p.plugin->on_worker_stop(p.instance, index_);
+        }
     }
     int rc = close_loop();
     if (rc != 0)
@@ -177,6 +245,9 @@ void Worker::close_all_connections(bool force) {
 void Worker::on_drained() {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t *>(&shutdown_timer_)))
         uv_close(reinterpret_cast<uv_handle_t *>(&shutdown_timer_), nullptr);
+    // Nothing can reach a held request on this worker any more; a plugin that releases one later
+    // frees it itself (Mailbox::post fails).
+    context_->mailbox->close();
 }
 
 void Worker::uv_on_shutdown_timeout(uv_timer_t *timer) noexcept {

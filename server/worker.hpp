@@ -17,13 +17,26 @@ namespace trellis {
 class Listener;
 class WorkerTls;
 struct ListenerSettings;
-class PluginSet;
-class Router;
+class ServerMetrics;
+class ThreadPool;
+struct Generation;
+struct WorkerGeneration;
+
+// What a worker shares with the server.
+struct WorkerShared {
+    AccessLog *access_log = nullptr;
+    std::atomic<uint32_t> *open_connections = nullptr;
+    ServerMetrics *metrics = nullptr;
+    ThreadPool *thread_pool = nullptr;
+    // Called on the worker's thread when it has let go of an old generation.
+    void (*on_generation_released)(void *data) = nullptr;
+    void *on_generation_released_data = nullptr;
+};
 
 class Worker {
   public:
-    Worker(unsigned index, const Config &config, const Router *router, PluginSet *plugins,
-           AccessLog *access_log, std::atomic<uint32_t> *open_connections);
+    Worker(unsigned index, const Config &config, std::shared_ptr<const Generation> generation,
+           const WorkerShared &shared);
     ~Worker();
     Worker(const Worker &) = delete;
     Worker &operator=(const Worker &) = delete;
@@ -40,6 +53,8 @@ class Worker {
     void post(std::function<void()> task);
     // Main thread, while running: new TLS state for listener number `listener` (post()ed).
     void replace_tls(size_t listener, std::shared_ptr<const WorkerTls> tls);
+    // Main thread, while running: new requests take `generation` from now on (post()ed).
+    void adopt(std::shared_ptr<const Generation> generation);
     void join();
     // False if a plugin's on_worker_start failed.
     bool started_ok() const { return started_ok_.load(); }
@@ -51,13 +66,20 @@ class Worker {
     void on_stop();
     void close_all_connections(bool force);
     void on_drained();
+    // Loop thread: switch to a new generation; retire an old one once nothing runs on it.
+    void switch_to(std::shared_ptr<const Generation> generation);
+    void retire_if_idle(WorkerGeneration *generation);
+    void start_plugins(const Generation &generation, const Generation *previous);
+    static void uv_on_generation_idle(WorkerGeneration *generation, void *data);
     static void uv_on_stop(uv_async_t *async) noexcept;
     static void uv_on_post(uv_async_t *async) noexcept;
     static void uv_on_shutdown_timeout(uv_timer_t *timer) noexcept;
 
     unsigned index_;
     uint32_t shutdown_timeout_ms_;
-    PluginSet *plugins_;
+    WorkerShared shared_;
+    // Generations this worker still uses; the last one is current.
+    std::vector<std::unique_ptr<WorkerGeneration>> generations_;
     uv_loop_t loop_;
     std::unique_ptr<WorkerContext> context_;
     std::vector<Listener *> listeners_;

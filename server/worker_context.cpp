@@ -1,6 +1,7 @@
 #include "worker_context.hpp"
 
 #include "connection.hpp"
+#include "mailbox.hpp"
 
 namespace trellis {
 
@@ -9,18 +10,40 @@ namespace {
 size_t read_buffer_size(const Limits &limits) {
     return limits.max_header_bytes + 4096;
 }
+thread_local WorkerContext *tls_current_worker = nullptr;
 } // namespace
 
+WorkerContext *WorkerContext::current() {
+    return tls_current_worker;
+}
+
+void WorkerContext::bind_thread() {
+    tls_current_worker = this;
+}
+
 WorkerContext::WorkerContext(uv_loop_t *loop, unsigned index, const Limits &limits, AccessLog *sink,
-                             std::atomic<uint32_t> *open)
-    : timeouts(loop, on_timeout, this), pool(read_buffer_size(limits)), access_log(loop, sink),
-      open_connections(open), loop_(loop), index_(index), limits_(limits) {
+                             std::atomic<uint32_t> *open, WorkerStats *external_stats)
+    : own_stats_(external_stats ? nullptr : std::make_unique<WorkerStats>()),
+      mailbox(std::make_shared<Mailbox>(loop, deliver_mail)), timeouts(loop, on_timeout, this),
+      pool(read_buffer_size(limits), this), access_log(loop, sink),
+      stats(external_stats ? *external_stats : *own_stats_), open_connections(open), loop_(loop),
+      index_(index), limits_(limits) {
+    bind_thread(); // the worker thread binds again when it starts
+    timeouts.list(kHandlerTimeout).set_duration(limits.handler_timeout_ms);
     timeouts.list(kKeepaliveTimeout).set_duration(limits.keepalive_timeout_ms);
     timeouts.list(kHeaderTimeout).set_duration(limits.header_timeout_ms);
     timeouts.list(kBodyTimeout).set_duration(limits.body_timeout_ms);
     timeouts.list(kSendTimeout).set_duration(limits.send_timeout_ms);
     timeouts.list(kLingerTimeout).set_duration(2000);
-    timeouts.list(kHandlerTimeout).set_duration(UINT32_MAX);
+}
+
+WorkerContext::~WorkerContext() {
+    if (tls_current_worker == this)
+        tls_current_worker = nullptr;
+}
+
+void WorkerContext::deliver_mail(ActiveSession *session, unsigned bits) {
+    Connection::on_mail(session, bits);
 }
 
 void WorkerContext::on_timeout(TimeoutNode *node, int list_index, void *) {

@@ -6,6 +6,7 @@
 #include "config/config.hpp"
 #include "http/http_date.hpp"
 #include "log/access_log.hpp"
+#include "metrics/metrics.hpp"
 #include "timeouts.hpp"
 
 #include <atomic>
@@ -16,7 +17,11 @@
 namespace trellis {
 
 class Router;
+class Mailbox;
+class ServerMetrics;
+class ThreadPool;
 struct ActiveSession;
+struct WorkerGeneration;
 
 enum TimeoutKind : int {
     kKeepaliveTimeout = 0, // idle between requests: close silently
@@ -24,20 +29,16 @@ enum TimeoutKind : int {
     kBodyTimeout,          // between reads of a body: 408
     kSendTimeout,          // between writes of a response: close
     kLingerTimeout,        // draining input after the last response: close
-    kHandlerTimeout,       // a plugin holds the request: no deadline yet, keeps the list complete
-};
-
-struct WorkerStats {
-    uint64_t connections_accepted = 0;
-    uint64_t connections_rejected = 0; // over limits.max_connections
-    uint64_t requests = 0;
-    uint64_t responses_by_class[6] = {}; // index status / 100
+    kHandlerTimeout,       // a plugin holds the request without answering: 504
 };
 
 // Pooled per-connection working state, lent to a connection only while it has work.
+class WorkerContext;
+
 class SessionPool {
   public:
-    explicit SessionPool(size_t read_buffer_size) : read_buffer_size_(read_buffer_size) {}
+    SessionPool(size_t read_buffer_size, WorkerContext *owner)
+        : read_buffer_size_(read_buffer_size), owner_(owner) {}
     ~SessionPool();
     SessionPool(const SessionPool &) = delete;
     SessionPool &operator=(const SessionPool &) = delete;
@@ -47,14 +48,18 @@ class SessionPool {
 
   private:
     size_t read_buffer_size_;
+    WorkerContext *owner_;
     std::vector<ActiveSession *> free_;
 };
 
 class WorkerContext {
+    std::unique_ptr<WorkerStats> own_stats_; // first: `stats` may refer to it
+
   public:
+    // `stats` may be null (unit tests): the context then counts into its own.
     WorkerContext(uv_loop_t *loop, unsigned index, const Limits &limits, AccessLog *access_log,
-                  std::atomic<uint32_t> *open_connections);
-    ~WorkerContext() = default;
+                  std::atomic<uint32_t> *open_connections, WorkerStats *stats = nullptr);
+    ~WorkerContext();
     WorkerContext(const WorkerContext &) = delete;
     WorkerContext &operator=(const WorkerContext &) = delete;
 
@@ -62,12 +67,25 @@ class WorkerContext {
     unsigned index() const { return index_; }
     const Limits &limits() const { return limits_; }
 
+    // The worker whose loop runs on the calling thread, or null (a plugin's or the pool's thread).
+    static WorkerContext *current();
+    // Makes this the calling thread's worker (the worker thread, when it starts).
+    void bind_thread();
+
     const Router *router = nullptr;
+    // The generation new requests take (null in tests that set `router` alone).
+    WorkerGeneration *generation = nullptr;
+    // A held request finished on `held_on`: the worker may retire that generation now.
+    void (*on_generation_idle)(WorkerGeneration *held_on, void *data) = nullptr;
+    void *on_generation_idle_data = nullptr;
+    ThreadPool *thread_pool = nullptr;      // null: blocking handlers run inline (tests)
+    const ServerMetrics *metrics = nullptr; // for the status plugin
+    std::shared_ptr<Mailbox> mailbox;
     Timeouts timeouts;
     SessionPool pool;
     DateCache date;
     AccessLogBuffer access_log;
-    WorkerStats stats;
+    WorkerStats &stats;
     // Set on shutdown: every response then says "Connection: close".
     bool draining = false;
     // Connections alive on this worker, and on all workers (for limits.max_connections).
@@ -81,6 +99,7 @@ class WorkerContext {
 
   private:
     static void on_timeout(TimeoutNode *node, int list_index, void *context);
+    static void deliver_mail(ActiveSession *session, unsigned bits);
     uv_loop_t *loop_;
     unsigned index_;
     Limits limits_;

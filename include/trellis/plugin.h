@@ -30,7 +30,7 @@ extern "C" {
 #endif
 
 #define TRELLIS_ABI_MAJOR 1
-#define TRELLIS_ABI_MINOR 0
+#define TRELLIS_ABI_MINOR 1
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define TRELLIS_ABI_VERSION ((TRELLIS_ABI_MAJOR << 16) | TRELLIS_ABI_MINOR)
 
@@ -44,10 +44,27 @@ extern "C" {
 typedef enum trellis_result {
     TRELLIS_OK = 0,       /* create/on_worker_start succeeded; on_request answered the request */
     TRELLIS_DECLINED = 1, /* on_request: not mine, the router tries the next matching route */
-    TRELLIS_ERROR = -1    /* failure: the host answers 500 (if nothing was sent) and logs it */
+    TRELLIS_ERROR = -1,   /* failure: the host answers 500 (if nothing was sent) and logs it */
+    /* ABI 1.1 */
+    TRELLIS_ASYNC = 2, /* on_request: the plugin keeps the request and answers later, from any thread;
+                          it must call request_release once it is done with the handle */
+    TRELLIS_AGAIN = 3  /* response_write: accepted, but the client is behind: stop writing until
+                          on_writable. on_body: stop delivering body bytes until request_resume_body */
 } trellis_result;
 
-/* Flags in trellis_plugin.flags. None are defined in ABI 1.0; unknown bits are ignored. */
+/* Flags in trellis_plugin.flags; unknown bits are ignored. */
+/* ABI 1.1: on_request may block (disk, a database, a hash): the host runs it on its thread pool
+ * ("thread_pool" in server.json), never on an event loop. A route can ask the same with
+ * "blocking": true. When the pool's queue is full the request is answered 503. */
+#define TRELLIS_BLOCKING (1u << 0)
+/* ABI 1.1: the plugin takes request bodies as a stream: on_request is called as soon as the head is
+ * complete (request_body is then empty) and the body arrives through on_body. Cannot be combined
+ * with TRELLIS_BLOCKING. */
+#define TRELLIS_STREAM_BODY (1u << 1)
+
+/* Formats of trellis_host.server_metrics. */
+#define TRELLIS_METRICS_JSON 0
+#define TRELLIS_METRICS_PROMETHEUS 1
 
 /* Log levels for trellis_host.log. */
 typedef enum trellis_log_level {
@@ -107,10 +124,14 @@ typedef struct trellis_file_options {
 /*
  * One HTTP request in progress. Opaque.
  * OWNERSHIP: the host's.
- * LIFETIME: from the call of on_request until the plugin answers (respond / respond_file return),
- *   or until on_request returns, whichever is first. Every trellis_str read from it shares that
- *   lifetime.
- * THREAD: the worker thread that called on_request.
+ * LIFETIME: an inline handler (on_request returns OK, DECLINED or ERROR) may use it until on_request
+ *   returns and no longer after it has answered. A handler that returns TRELLIS_ASYNC holds it:
+ *   the handle and every trellis_str read from it stay valid until the plugin calls
+ *   request_release, even when the client has gone away meanwhile (on_abort). A blocking handler
+ *   (TRELLIS_BLOCKING) holds it during on_request on a pool thread, and longer if it returns
+ *   TRELLIS_ASYNC.
+ * THREAD: the worker thread that called on_request. While the plugin holds the request (on the pool,
+ *   or after TRELLIS_ASYNC) any one thread at a time may call the functions marked "held: any".
  */
 typedef struct trellis_request trellis_request;
 
@@ -198,6 +219,43 @@ typedef struct trellis_host {
     /* Index of the worker thread running the request, 0 to workers - 1 (as in on_worker_start):
      * for per-worker state without locks. THREAD: worker thread. */
     unsigned (*request_worker)(const trellis_request *req);
+
+    /* ---- ABI 1.1: handlers off the loop, streamed bodies, metrics ----
+     * Functions marked "held: any" may be called from any thread for a request the plugin holds
+     * (TRELLIS_ASYNC, or on_request of a blocking handler), one thread at a time per request; the
+     * host carries the work to the request's event loop. respond, respond_file, respond_file_with,
+     * response_header and the request_* readers above are also "held: any". */
+
+    /* Ends the plugin's hold on a request it kept with TRELLIS_ASYNC, answered or not (a request
+     * released without an answer is answered 500). The handle is invalid once this returns.
+     * Exactly once per TRELLIS_ASYNC. THREAD: held: any. */
+    void (*request_release)(trellis_request *req);
+    /* Starts a streamed response: status and headers now, the body through response_write.
+     * content_length >= 0 promises that many bytes; -1 means unknown: the body is sent with
+     * Transfer-Encoding: chunked (HTTP/1.1) or delimited by closing the connection (HTTP/1.0).
+     * Returns 0, or -1 (already answered, aborted, or a status without a body).
+     * THREAD: the worker thread during on_request, or held: any. */
+    int (*response_start)(trellis_request *req, int status, int64_t content_length);
+    /* Appends body bytes to a started response (copied; the plugin may reuse data on return).
+     * Returns 0 to keep writing; TRELLIS_AGAIN when the bytes were taken but the client reads
+     * slower than the plugin writes: write no more until on_writable is called; -1 when the
+     * response is not started or the client has gone. THREAD: as response_start. */
+    int (*response_write)(trellis_request *req, const char *data, size_t len);
+    /* Ends a started response (the last chunk for chunked). Fewer bytes than a promised
+     * content_length end the connection after the body, as the framing is then broken.
+     * Returns 0 or -1. THREAD: as response_start. */
+    int (*response_end)(trellis_request *req);
+    /* Resumes body delivery after on_body returned TRELLIS_AGAIN. THREAD: held: any. */
+    void (*request_resume_body)(trellis_request *req);
+    /* Value of query parameter `name` ("a" in "?a=1&b=2"), percent-decoded with '+' as space,
+     * written into buf (not NUL-terminated; truncated to buf_len like snprintf). Returns its full
+     * decoded length, or -1 when the parameter is absent. THREAD: as request_query. */
+    long (*request_query_param)(const trellis_request *req, const char *name, size_t name_len, char *buf,
+                                size_t buf_len);
+    /* The server's counters as text: TRELLIS_METRICS_JSON or TRELLIS_METRICS_PROMETHEUS (the text
+     * exposition format 0.0.4). Returns 0 and sets *out (LIFETIME: the request's), or -1 for an
+     * unknown format. Summed over workers at the time of the call. THREAD: worker thread. */
+    int (*server_metrics)(trellis_request *req, int format, trellis_str *out);
 } trellis_host;
 
 /* True when the running host has the field `field` (for plugins built against a newer header
@@ -216,22 +274,24 @@ typedef struct trellis_plugin {
     uint32_t struct_size; /* sizeof(trellis_plugin) the plugin was built with */
     const char *name;     /* short name for logs ("static") */
     const char *version;  /* the plugin's own version string, for logs */
-    uint32_t flags;       /* none defined in 1.0 */
+    uint32_t flags;       /* TRELLIS_BLOCKING, TRELLIS_STREAM_BODY (ABI 1.1) */
 
     /* Creates one instance from the JSON text of its "config" key ("{}" when absent).
      * On failure writes a message into err (NUL-terminated, at most err_len bytes) and returns
-     * TRELLIS_ERROR; the server refuses to start and prints it.
+     * TRELLIS_ERROR; the server refuses to start (or, on a reload, keeps its running configuration)
+     * and prints it.
      * OWNERSHIP: *instance belongs to the plugin until destroy. config_json is valid only during
-     *   the call. THREAD: the main thread, before any worker runs. */
+     *   the call. THREAD: the main thread, before any worker uses the instance. */
     int (*create)(const trellis_host *host, trellis_plugin_ctx *ctx, const char *config_json,
                   size_t config_len, void **instance, char *err, size_t err_len);
-    /* Destroys an instance. THREAD: the main thread, after every worker has stopped. */
+    /* Destroys an instance. THREAD: the main thread, once no worker uses the instance any more
+     * (at exit, or after a reload that removed or replaced it, once its last request is released). */
     void (*destroy)(void *instance);
 
     /* Optional. Called once per worker thread, on that thread, before it serves a request
      * (on_worker_start) and after its last one (on_worker_stop). worker_index runs from 0 to
      * workers - 1, so per-worker state fits in an array. A TRELLIS_ERROR from on_worker_start
-     * stops the server. */
+     * stops the server (at start) or is logged (for an instance added by a reload). */
     int (*on_worker_start)(void *instance, unsigned worker_index);
     void (*on_worker_stop)(void *instance, unsigned worker_index);
 
@@ -239,8 +299,24 @@ typedef struct trellis_plugin {
      * TRELLIS_DECLINED without answering to pass the request to the next matching route, or
      * TRELLIS_ERROR (the host answers 500 unless an answer was already given).
      * Returning TRELLIS_OK without answering is a plugin bug: the host answers 500 and logs it.
-     * THREAD: a worker thread; several at once. */
+     * TRELLIS_ASYNC (ABI 1.1) keeps the request to answer later (see trellis_request).
+     * THREAD: a worker thread, several at once; a pool thread for TRELLIS_BLOCKING. */
     int (*on_request)(void *instance, trellis_request *req);
+
+    /* ---- ABI 1.1, all optional ---- */
+
+    /* The client went away (or the request timed out with 504) while the plugin held the request:
+     * answering now fails with -1, and the plugin should stop its work and still call
+     * request_release. Called at most once, never after request_release. THREAD: worker thread. */
+    void (*on_abort)(void *instance, trellis_request *req);
+    /* The response bytes written so far have left: response_write may be called again after it
+     * returned TRELLIS_AGAIN. THREAD: worker thread. */
+    void (*on_writable)(void *instance, trellis_request *req);
+    /* TRELLIS_STREAM_BODY: the next `len` body bytes (de-chunked), valid during the call; `last` is
+     * 1 on the final call (len may be 0). Return TRELLIS_OK to continue, TRELLIS_AGAIN to pause
+     * until request_resume_body (the host stops reading the socket), TRELLIS_ERROR to fail the
+     * request (500 unless answered; the connection closes). THREAD: worker thread. */
+    int (*on_body)(void *instance, trellis_request *req, const char *data, size_t len, int last);
 } trellis_plugin;
 
 /* The one symbol a plugin exports. */

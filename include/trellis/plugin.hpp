@@ -13,7 +13,18 @@
 //     };
 //     TRELLIS_PLUGIN(Greeter, "greeter", "1.0")
 //
-// Optional members, used when present: on_worker_start(unsigned) -> bool, on_worker_stop(unsigned).
+// Optional members, used when present: on_worker_start(unsigned) -> bool, on_worker_stop(unsigned),
+// on_abort(trellis::Request &), on_writable(trellis::Request &),
+// on_body(trellis::Request &, std::string_view data, bool last) -> trellis::Result, and
+// `static constexpr uint32_t flags = TRELLIS_BLOCKING;` (or TRELLIS_STREAM_BODY).
+//
+// To answer later (from any thread), return trellis::Result::Async and keep the request in a
+// trellis::AsyncRequest, which releases the handle when it goes out of scope:
+//
+//     trellis::Result on_request(trellis::Request &req) {
+//         worker_queue_.push(trellis::AsyncRequest(req));   // answered by another thread
+//         return trellis::Result::Async;
+//     }
 //
 // Exceptions never cross into the server: one thrown by the constructor fails create() with its
 // what() as the message; one thrown by a hook is logged (with the instance name) and becomes
@@ -32,7 +43,16 @@
 
 namespace trellis {
 
-enum class Result { Ok = TRELLIS_OK, Declined = TRELLIS_DECLINED, Error = TRELLIS_ERROR };
+enum class Result {
+    Ok = TRELLIS_OK,
+    Declined = TRELLIS_DECLINED,
+    Error = TRELLIS_ERROR,
+    Async = TRELLIS_ASYNC,
+    Again = TRELLIS_AGAIN
+};
+
+// What response_write said: keep writing, wait for on_writable, or stop (client gone).
+enum class WriteStatus { Ok, Again, Closed };
 
 // The host table and this instance's handle, for logging and resolving paths.
 class Host {
@@ -55,9 +75,10 @@ class Host {
     trellis_plugin_ctx *ctx_;
 };
 
-// A request handle for the duration of on_request. Views returned share the request's lifetime.
+// A request handle. Views returned share the request's lifetime (see trellis_request in plugin.h).
 class Request {
   public:
+    Request() = default;
     Request(const trellis_host *host, trellis_request *req) : host_(host), req_(req) {}
 
     std::string_view method() const { return view(host_->request_method(req_)); }
@@ -82,6 +103,18 @@ class Request {
         for (size_t i = 0; host_->request_header_at(req_, i, &name, &value); ++i)
             f(view(name), view(value));
     }
+    // Query parameter, percent-decoded; nullopt when absent.
+    std::optional<std::string> query_param(std::string_view name) const {
+        char buffer[256];
+        long n = host_->request_query_param(req_, name.data(), name.size(), buffer, sizeof buffer);
+        if (n < 0)
+            return std::nullopt;
+        if (static_cast<size_t>(n) <= sizeof buffer)
+            return std::string(buffer, static_cast<size_t>(n));
+        std::string value(static_cast<size_t>(n), '\0');
+        host_->request_query_param(req_, name.data(), name.size(), value.data(), value.size());
+        return value;
+    }
     std::string peer() const {
         char buffer[64];
         size_t n = host_->request_peer(req_, buffer, sizeof buffer);
@@ -101,19 +134,68 @@ class Request {
         answered_ = host_->respond_file(req_, status, fd) == 0 || answered_;
         return answered_;
     }
+    // A streamed response: start (content_length -1: chunked), write, end.
+    bool start(int status, int64_t content_length = -1) {
+        answered_ = host_->response_start(req_, status, content_length) == 0 || answered_;
+        return answered_;
+    }
+    WriteStatus write(std::string_view data) {
+        int rc = host_->response_write(req_, data.data(), data.size());
+        return rc == 0 ? WriteStatus::Ok : rc == TRELLIS_AGAIN ? WriteStatus::Again : WriteStatus::Closed;
+    }
+    bool end() { return host_->response_end(req_) == 0; }
+    // After on_body returned Result::Again.
+    void resume_body() { host_->request_resume_body(req_); }
+    unsigned worker() const { return host_->request_worker(req_); }
     bool answered() const { return answered_; }
     trellis_request *raw() const { return req_; }
+    const trellis_host *host_table() const { return host_; }
 
   private:
     static std::string_view view(trellis_str s) { return {s.data, s.len}; }
-    const trellis_host *host_;
-    trellis_request *req_;
+    const trellis_host *host_ = nullptr;
+    trellis_request *req_ = nullptr;
     bool answered_ = false;
+};
+
+// Owns a request kept past on_request (which returned Result::Async): movable, usable from any
+// one thread at a time, and released (trellis_host.request_release) when destroyed. A request
+// released without an answer is answered 500 by the host.
+class AsyncRequest {
+  public:
+    AsyncRequest() = default;
+    explicit AsyncRequest(const Request &req) : request_(req.host_table(), req.raw()) {}
+    AsyncRequest(AsyncRequest &&other) noexcept : request_(other.request_) { other.request_ = Request(); }
+    AsyncRequest &operator=(AsyncRequest &&other) noexcept {
+        if (this != &other) {
+            release();
+            request_ = other.request_;
+            other.request_ = Request();
+        }
+        return *this;
+    }
+    AsyncRequest(const AsyncRequest &) = delete;
+    AsyncRequest &operator=(const AsyncRequest &) = delete;
+    ~AsyncRequest() { release(); }
+
+    explicit operator bool() const { return request_.raw() != nullptr; }
+    Request *operator->() { return &request_; }
+    Request &operator*() { return request_; }
+    void release() {
+        if (request_.raw())
+            request_.host_table()->request_release(request_.raw());
+        request_ = Request();
+    }
+
+  private:
+    Request request_;
 };
 
 namespace detail {
 
 template <class P> struct Instance {
+    // The plugin gets a reference to this Host, which lives as long as the plugin.
+    Instance(const Host &h, std::string_view config) : host(h), plugin(host, config) {}
     Host host;
     P plugin;
 };
@@ -126,8 +208,7 @@ template <class P>
 int create(const trellis_host *host, trellis_plugin_ctx *ctx, const char *config, size_t config_len,
            void **instance, char *err, size_t err_len) {
     try {
-        Host h(host, ctx);
-        *instance = new Instance<P>{h, P(h, std::string_view(config, config_len))};
+        *instance = new Instance<P>(Host(host, ctx), std::string_view(config, config_len));
         return TRELLIS_OK;
     } catch (const std::exception &e) {
         std::snprintf(err, err_len, "%s", e.what());
@@ -178,6 +259,37 @@ template <class P> void on_worker_stop(void *instance, unsigned worker) {
     }
 }
 
+template <class P> void on_abort(void *instance, trellis_request *req) {
+    Instance<P> *s = self<P>(instance);
+    try {
+        Request request(s->host.raw(), req);
+        s->plugin.on_abort(request);
+    } catch (const std::exception &e) {
+        s->host.log(TRELLIS_LOG_ERROR, std::string("on_abort threw: ") + e.what());
+    }
+}
+
+template <class P> void on_writable(void *instance, trellis_request *req) {
+    Instance<P> *s = self<P>(instance);
+    try {
+        Request request(s->host.raw(), req);
+        s->plugin.on_writable(request);
+    } catch (const std::exception &e) {
+        s->host.log(TRELLIS_LOG_ERROR, std::string("on_writable threw: ") + e.what());
+    }
+}
+
+template <class P> int on_body(void *instance, trellis_request *req, const char *data, size_t len, int last) {
+    Instance<P> *s = self<P>(instance);
+    try {
+        Request request(s->host.raw(), req);
+        return static_cast<int>(s->plugin.on_body(request, std::string_view(data, len), last != 0));
+    } catch (const std::exception &e) {
+        s->host.log(TRELLIS_LOG_ERROR, std::string("on_body threw: ") + e.what());
+    }
+    return TRELLIS_ERROR;
+}
+
 template <class P> const trellis_plugin *descriptor(const char *name, const char *version) {
     static const trellis_plugin plugin = [&] {
         trellis_plugin d{};
@@ -192,6 +304,14 @@ template <class P> const trellis_plugin *descriptor(const char *name, const char
             d.on_worker_start = on_worker_start<P>;
         if constexpr (requires(P & p) { p.on_worker_stop(0u); })
             d.on_worker_stop = on_worker_stop<P>;
+        if constexpr (requires(P & p, Request & r) { p.on_abort(r); })
+            d.on_abort = on_abort<P>;
+        if constexpr (requires(P & p, Request & r) { p.on_writable(r); })
+            d.on_writable = on_writable<P>;
+        if constexpr (requires(P & p, Request & r) { p.on_body(r, std::string_view(), true); })
+            d.on_body = on_body<P>;
+        if constexpr (requires { P::flags; })
+            d.flags = P::flags;
         return d;
     }();
     return &plugin;

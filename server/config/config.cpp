@@ -224,7 +224,8 @@ Limits parse_limits(const Reader &r, const json &value) {
     r.object(value, "/limits");
     r.only_keys(value, "/limits",
                 {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
-                 "body_timeout_ms", "keepalive_timeout_ms", "send_timeout_ms", "shutdown_timeout_ms"});
+                 "body_timeout_ms", "keepalive_timeout_ms", "send_timeout_ms", "shutdown_timeout_ms",
+                 "handler_timeout_ms"});
     Limits limits;
     auto u32 = [&](const char *key, uint32_t &field, uint64_t min, uint64_t max) {
         if (value.contains(key))
@@ -239,6 +240,7 @@ Limits parse_limits(const Reader &r, const json &value) {
     u32("keepalive_timeout_ms", limits.keepalive_timeout_ms, 1, 3600000);
     u32("send_timeout_ms", limits.send_timeout_ms, 1, 3600000);
     u32("shutdown_timeout_ms", limits.shutdown_timeout_ms, 0, 3600000);
+    u32("handler_timeout_ms", limits.handler_timeout_ms, 1, 86400000);
     return limits;
 }
 
@@ -264,8 +266,10 @@ PluginConfig parse_plugin(const Reader &r, const json &value, const std::string 
 RouteConfig parse_route(const Reader &r, const json &value, const std::string &ptr,
                         const std::set<std::string> &plugin_names) {
     r.object(value, ptr);
-    r.only_keys(value, ptr, {"host", "prefix", "plugin"});
+    r.only_keys(value, ptr, {"host", "prefix", "plugin", "blocking"});
     RouteConfig route;
+    if (value.contains("blocking"))
+        route.blocking = boolean(r, value["blocking"], ptr + "/blocking");
     if (value.contains("host")) {
         route.host = r.nonempty_string(value["host"], ptr + "/host");
         for (char &c : route.host) {
@@ -326,9 +330,9 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     }
     Reader r(source_path);
     r.object(root, "");
-    r.only_keys(
-        root, "",
-        {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level", "tls"});
+    r.only_keys(root, "",
+                {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level",
+                 "tls", "thread_pool"});
 
     Config config;
     config.source_path = source_path;
@@ -364,6 +368,16 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     }
     if (root.contains("limits"))
         config.limits = parse_limits(r, root["limits"]);
+    if (root.contains("thread_pool")) {
+        const json &pool = r.object(root["thread_pool"], "/thread_pool");
+        r.only_keys(pool, "/thread_pool", {"threads", "queue"});
+        if (pool.contains("threads"))
+            config.thread_pool.threads =
+                static_cast<unsigned>(r.integer(pool["threads"], "/thread_pool/threads", 1, 1024));
+        if (pool.contains("queue"))
+            config.thread_pool.queue =
+                static_cast<size_t>(r.integer(pool["queue"], "/thread_pool/queue", 1, 1000000));
+    }
 
     std::set<std::string> names;
     if (root.contains("plugins")) {

@@ -51,6 +51,13 @@ struct Limits {
     uint32_t keepalive_timeout_ms = 60000;
     uint32_t send_timeout_ms = 30000;
     uint32_t shutdown_timeout_ms = 10000;
+    uint32_t handler_timeout_ms = 60000; // a plugin holding a request this long without answering: 504
+};
+
+// The threads that run blocking handlers.
+struct ThreadPoolConfig {
+    unsigned threads = 16;
+    size_t queue = 1024; // requests waiting for a thread; past it: 503
 };
 
 struct PluginConfig {
@@ -63,6 +70,7 @@ struct RouteConfig {
     std::string host = "*"; // "*" or a lower-cased host name
     std::string prefix;     // starts with '/'
     std::string plugin;     // a PluginConfig::name
+    bool blocking = false;  // run the plugin's on_request on the thread pool
 };
 
 struct Config {
@@ -72,6 +80,7 @@ struct Config {
     std::string plugin_dir;
     std::vector<ListenConfig> listen;
     Limits limits;
+    ThreadPoolConfig thread_pool;
     std::vector<PluginConfig> plugins;
     std::vector<RouteConfig> routes;
     std::string access_log = "-"; // "-" stdout, "off", or a resolved file path

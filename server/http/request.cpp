@@ -45,4 +45,8 @@ void trellis_request::reset() {
     path_below = {};
     response_headers.clear();
     answered = false;
+    inline_call = false;
+    if (scratch.capacity() > 65536)
+        std::string().swap(scratch);
+    scratch.clear();
 }

@@ -9,6 +9,7 @@
 
 namespace trellis {
 class Connection;
+struct ActiveSession;
 struct Route;
 
 struct Span {
@@ -26,8 +27,9 @@ constexpr size_t kMaxHeaders = 128;
 } // namespace trellis
 
 struct trellis_request {
-    trellis::Connection *connection = nullptr;
-    const char *base = nullptr; // the read buffer the spans point into
+    trellis::Connection *connection = nullptr; // null once the client has gone (a plugin may hold it)
+    trellis::ActiveSession *session = nullptr; // the session this request lives in
+    const char *base = nullptr;                // the read buffer the spans point into
 
     // Request line and headers.
     trellis::Span method;
@@ -48,7 +50,9 @@ struct trellis_request {
 
     // Response under construction.
     std::string response_headers; // "Name: value\r\n" lines from the plugin
-    bool answered = false;
+    bool answered = false;        // loop side: a response head was queued
+    bool inline_call = false;     // the loop thread is inside this request's on_request
+    std::string scratch;          // host-owned text handed to the plugin (metrics)
 
     std::string_view str(trellis::Span span) const { return {base + span.offset, span.length}; }
     // First header with this name, case-insensitive.

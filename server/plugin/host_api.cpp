@@ -1,14 +1,23 @@
 // The trellis_host table: how plugins read requests and answer them. Every function checks its
 // arguments, since a plugin bug must become an error code and a log line, not a crashed worker.
+//
+// Two paths: during on_request on the loop thread ("inline") an answer goes straight into the
+// connection's output. Anywhere else (a pool thread, the plugin's own thread, or the loop after
+// TRELLIS_ASYNC) it is staged in the session under its mutex and the loop is woken through the
+// worker's mailbox to apply it.
 #include "connection.hpp"
 #include "http/request.hpp"
 #include "log/log.hpp"
+#include "mailbox.hpp"
+#include "metrics/metrics.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
+#include "worker_context.hpp"
 
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,6 +26,44 @@ namespace {
 
 trellis_str to_str(std::string_view view) {
     return {view.data(), view.size()};
+}
+
+constexpr size_t kStreamHighWater = 64 * 1024; // as in connection.cpp: TRELLIS_AGAIN past this
+
+// The loop thread inside this request's on_request: answers go straight to the connection.
+bool is_inline(const trellis_request *r) {
+    return WorkerContext::current() == r->session->worker && r->inline_call;
+}
+
+const char *plugin_name(const trellis_request *r) {
+    return r->route && r->route->plugin ? r->route->plugin->name().c_str() : "?";
+}
+
+void warn_answered_twice(const trellis_request *r) {
+    TRELLIS_LOG_WARN("plugin \"%s\" answered a request twice; the second answer is ignored", plugin_name(r));
+}
+
+void post(trellis_request *r, unsigned bits) {
+    // A closed mailbox means the worker has exited; what the plugin sent has nowhere to go.
+    r->session->mailbox->post(r->session, bits);
+}
+
+// Stages an answer given off the loop: `fill` sets its fields under the session's mutex.
+template <class Fill> int stage_answer(trellis_request *r, Fill fill) {
+    ActiveSession &s = *r->session;
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        if (s.staged.gone)
+            return -1;
+        if (s.staged.answered) {
+            warn_answered_twice(r);
+            return -1;
+        }
+        fill(s.staged);
+        s.staged.answered = true;
+    }
+    post(r, kMailStaged);
+    return 0;
 }
 
 trellis_str request_method(const trellis_request *r) {
@@ -66,7 +113,7 @@ trellis_str request_body(const trellis_request *r) {
 }
 
 size_t request_peer(const trellis_request *r, char *buf, size_t buf_len) {
-    return buf && buf_len ? r->connection->peer_text(buf, buf_len) : 0;
+    return buf && buf_len ? Connection::peer_text(r->session->peer, buf, buf_len) : 0;
 }
 
 trellis_str request_route_prefix(const trellis_request *r) {
@@ -85,7 +132,7 @@ bool header_text_ok(const char *text, size_t len) {
 
 int response_header(trellis_request *r, const char *name, size_t name_len, const char *value,
                     size_t value_len) {
-    if (r->answered || !name || name_len == 0 || (!value && value_len) || !header_text_ok(name, name_len) ||
+    if (!name || name_len == 0 || (!value && value_len) || !header_text_ok(name, name_len) ||
         !header_text_ok(value, value_len))
         return -1;
     std::string_view n(name, name_len);
@@ -95,20 +142,41 @@ int response_header(trellis_request *r, const char *name, size_t name_len, const
     for (char c : n)
         if (c == ' ' || c == '\t' || c == ':')
             return -1;
-    r->response_headers.append(name, name_len)
-        .append(": ")
-        .append(value ? value : "", value_len)
-        .append("\r\n");
+    auto append = [&] {
+        r->response_headers.append(name, name_len)
+            .append(": ")
+            .append(value ? value : "", value_len)
+            .append("\r\n");
+    };
+    if (is_inline(r)) {
+        if (r->answered)
+            return -1;
+        append();
+        return 0;
+    }
+    ActiveSession &s = *r->session;
+    std::lock_guard<std::mutex> lock(s.stage_mutex);
+    if (s.staged.answered || s.staged.gone)
+        return -1;
+    append();
     return 0;
 }
 
 int respond(trellis_request *r, int status, const char *body, size_t body_len) {
-    if (r->answered || status < 200 || status > 999 || (!body && body_len)) {
-        if (r->answered)
-            TRELLIS_LOG_WARN("a plugin answered a request twice; the second answer is ignored");
+    if (status < 200 || status > 999 || (!body && body_len))
+        return -1;
+    std::string_view text(body ? body : "", body_len);
+    if (!is_inline(r))
+        return stage_answer(r, [&](StagedAnswer &staged) {
+            staged.kind = StagedAnswer::Kind::Full;
+            staged.status = status;
+            staged.body.assign(text);
+        });
+    if (r->answered) {
+        warn_answered_twice(r);
         return -1;
     }
-    r->connection->respond(status, std::string_view(body ? body : "", body_len));
+    r->connection->respond(status, text);
     return 0;
 }
 
@@ -126,13 +194,45 @@ int respond_file_with(trellis_request *r, const trellis_file_options *options) {
     }
     trellis_file_options o = {};
     memcpy(&o, options, std::min<size_t>(options->struct_size, sizeof o));
+    bool inline_call = is_inline(r);
     // 204 and 304 have no body to send a file in.
-    if (r->answered || o.status < 200 || o.status > 999 || o.status == 204 || o.status == 304) {
+    if ((inline_call && r->answered) || o.status < 200 || o.status > 999 || o.status == 204 ||
+        o.status == 304) {
         if (o.fd >= 0 && !o.borrow_fd)
             close(o.fd);
-        if (r->answered)
-            TRELLIS_LOG_WARN("a plugin answered a request twice; the second answer is ignored");
+        if (inline_call && r->answered)
+            warn_answered_twice(r);
         return -1;
+    }
+    if (!inline_call) {
+        // Checked here, on the calling thread, so the plugin learns at once that the file is bad.
+        struct stat st = {};
+        if (o.fd < 0 || fstat(o.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            if (o.fd >= 0 && !o.borrow_fd)
+                close(o.fd);
+            stage_answer(r, [&](StagedAnswer &staged) {
+                staged.kind = StagedAnswer::Kind::Full;
+                staged.status = 500;
+                staged.body = "500 Internal Server Error\n";
+            });
+            return -1;
+        }
+        // A borrowed descriptor may be closed once this returns: keep a duplicate.
+        int fd = o.borrow_fd ? fcntl(o.fd, F_DUPFD_CLOEXEC, 0) : o.fd;
+        if (fd < 0)
+            return -1;
+        int rc = stage_answer(r, [&](StagedAnswer &staged) {
+            staged.kind = StagedAnswer::Kind::File;
+            staged.file = FileResponse{};
+            staged.file.status = o.status;
+            staged.file.fd = fd;
+            staged.file.max_ranges = o.max_ranges;
+            staged.file_stat = st;
+            staged.file.stat = &staged.file_stat; // re-pointed by the loop at its copy
+        });
+        if (rc != 0)
+            close(fd);
+        return rc;
     }
     if (o.fd < 0) {
         r->connection->respond_error(500);
@@ -164,7 +264,7 @@ int respond_file(trellis_request *r, int status, int fd) {
 }
 
 unsigned request_worker(const trellis_request *r) {
-    return r->connection->worker_index();
+    return r->session->worker->index();
 }
 
 void log(trellis_plugin_ctx *ctx, trellis_log_level level, const char *message) {
@@ -178,7 +278,7 @@ trellis_str config_dir(trellis_plugin_ctx *ctx) {
 }
 
 int request_transport(const trellis_request *r, trellis_transport_info *info) {
-    const TlsFacts *facts = r->connection->tls_facts();
+    const TlsFacts *facts = r->session->tls_facts.get();
     if (!info)
         return facts ? 1 : 0;
     trellis_transport_info full = {};
@@ -200,6 +300,150 @@ int request_transport(const trellis_request *r, trellis_transport_info *info) {
     size_t size = info->struct_size < sizeof full ? info->struct_size : sizeof full;
     memcpy(info, &full, size);
     return full.secure;
+}
+
+void request_release(trellis_request *r) {
+    ActiveSession &s = *r->session;
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        if (s.staged.released) {
+            TRELLIS_LOG_WARN("plugin \"%s\" released a request twice; the second release is ignored",
+                             plugin_name(r));
+            return;
+        }
+        s.staged.released = true;
+    }
+    if (!s.mailbox->post(&s, kMailReleased))
+        delete &s; // the worker has exited: the plugin's hold was the last
+}
+
+int response_start(trellis_request *r, int status, int64_t content_length) {
+    if (status < 200 || status > 999 || status == 204 || status == 304)
+        return -1;
+    if (!is_inline(r))
+        return stage_answer(r, [&](StagedAnswer &staged) {
+            staged.kind = StagedAnswer::Kind::Stream;
+            staged.status = status;
+            staged.length = content_length < 0 ? -1 : content_length;
+        });
+    if (r->answered) {
+        warn_answered_twice(r);
+        return -1;
+    }
+    return r->connection->start_stream(status, content_length < 0 ? -1 : content_length) ? 0 : -1;
+}
+
+int response_write(trellis_request *r, const char *data, size_t len) {
+    if (!data && len)
+        return -1;
+    ActiveSession &s = *r->session;
+    if (is_inline(r)) {
+        if (!s.stream.active)
+            return -1;
+        if (r->connection->stream_write(std::string_view(data ? data : "", len)) <= kStreamHighWater)
+            return 0;
+        s.notify_writable = true;
+        return TRELLIS_AGAIN;
+    }
+    size_t backlog;
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        if (s.staged.gone || !s.staged.answered || s.staged.kind != StagedAnswer::Kind::Stream ||
+            s.staged.ended)
+            return -1;
+        s.staged.body.append(data ? data : "", len);
+        backlog = s.staged.body.size() + s.staged.unsent;
+        if (backlog > kStreamHighWater)
+            s.staged.want_writable = true;
+    }
+    post(r, kMailStaged);
+    return backlog > kStreamHighWater ? TRELLIS_AGAIN : 0;
+}
+
+int response_end(trellis_request *r) {
+    ActiveSession &s = *r->session;
+    if (is_inline(r)) {
+        if (!s.stream.active)
+            return -1;
+        r->connection->end_stream();
+        return 0;
+    }
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        if (s.staged.gone || !s.staged.answered || s.staged.kind != StagedAnswer::Kind::Stream ||
+            s.staged.ended)
+            return -1;
+        s.staged.ended = true;
+    }
+    post(r, kMailStaged);
+    return 0;
+}
+
+void request_resume_body(trellis_request *r) {
+    post(r, kMailResumeBody);
+}
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+// Decodes application/x-www-form-urlencoded text: "%41" -> 'A', '+' -> ' ' (a bad escape stays as
+// it is). Writes at most buf_len bytes and returns the full decoded length.
+size_t form_decode(std::string_view text, char *buf, size_t buf_len) {
+    size_t n = 0;
+    for (size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
+                   hex_value(text[i + 2]) >= 0) {
+            c = static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2]));
+            i += 2;
+        }
+        if (n < buf_len)
+            buf[n] = c;
+        ++n;
+    }
+    return n;
+}
+
+long request_query_param(const trellis_request *r, const char *name, size_t name_len, char *buf,
+                         size_t buf_len) {
+    if (!name || (!buf && buf_len))
+        return -1;
+    std::string_view query = r->str(r->query);
+    std::string_view wanted(name, name_len);
+    while (!query.empty()) {
+        size_t amp = query.find('&');
+        std::string_view pair = query.substr(0, amp);
+        query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+        size_t eq = pair.find('=');
+        std::string_view key = pair.substr(0, eq);
+        // Keys are compared decoded, so "a%5Bb%5D" finds "a[b]".
+        char decoded[256];
+        size_t key_len = form_decode(key, decoded, sizeof decoded);
+        if (key_len != wanted.size() || key_len > sizeof decoded ||
+            std::string_view(decoded, key_len) != wanted)
+            continue;
+        std::string_view value = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+        return static_cast<long>(form_decode(value, buf, buf_len));
+    }
+    return -1;
+}
+
+int server_metrics(trellis_request *r, int format, trellis_str *out) {
+    const ServerMetrics *metrics = r->session->worker->metrics;
+    if (!out || !metrics || (format != TRELLIS_METRICS_JSON && format != TRELLIS_METRICS_PROMETHEUS))
+        return -1;
+    r->scratch = format == TRELLIS_METRICS_JSON ? metrics->render_json() : metrics->render_prometheus();
+    *out = to_str(r->scratch);
+    return 0;
 }
 
 const trellis_host kHost = {
@@ -226,6 +470,13 @@ const trellis_host kHost = {
     request_transport,
     respond_file_with,
     request_worker,
+    request_release,
+    response_start,
+    response_write,
+    response_end,
+    request_resume_body,
+    request_query_param,
+    server_metrics,
 };
 
 } // namespace

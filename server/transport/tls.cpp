@@ -260,7 +260,7 @@ void TlsTransport::shutdown_write() {
 
 void TlsTransport::on_server_name(std::string_view name, size_t certificate_index) {
     if (!facts_)
-        facts_ = std::make_unique<TlsFacts>();
+        facts_ = std::make_shared<TlsFacts>();
     facts_->server_name.assign(name);
     certificate_index_ = certificate_index;
 }
@@ -284,7 +284,7 @@ const TlsFacts *TlsTransport::tls_facts() {
     if (mode_ != Mode::Tls)
         return nullptr;
     if (!facts_)
-        facts_ = std::make_unique<TlsFacts>();
+        facts_ = std::make_shared<TlsFacts>();
     if (!facts_->version.empty())
         return facts_.get();
     mbedtls_ssl_context *ssl = ssl_.get();

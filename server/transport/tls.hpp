@@ -27,6 +27,9 @@ class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
     void shutdown_write() override;
     const char *name() const override { return mode_ == Mode::Plain ? "plain" : "tls"; }
     const TlsFacts *tls_facts() override;
+    std::shared_ptr<const TlsFacts> shared_tls_facts() override {
+        return tls_facts() ? std::shared_ptr<const TlsFacts>(facts_) : nullptr;
+    }
     bool handshaking() const override { return mode_ == Mode::Sniffing || mode_ == Mode::Handshake; }
     bool covers_host(std::string_view host) const override;
 
@@ -51,7 +54,7 @@ class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
     size_t pending_record_ = 0; // plaintext bytes in a record mbedTLS is still sending
     size_t certificate_index_ = 0;
     std::unique_ptr<mbedtls_ssl_context> ssl_;
-    std::unique_ptr<TlsFacts> facts_;
+    std::shared_ptr<TlsFacts> facts_; // shared: a request held by a plugin keeps it past the connection
 };
 
 } // namespace trellis

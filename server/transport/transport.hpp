@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -72,6 +73,8 @@ class Transport {
 
     // TLS facts once the handshake is done; null on a plain connection.
     virtual const TlsFacts *tls_facts() { return nullptr; }
+    // The same, as a reference that outlives the transport (for a request a plugin holds).
+    virtual std::shared_ptr<const TlsFacts> shared_tls_facts() { return nullptr; }
     // True while no request can arrive yet (TLS handshake, or waiting for the first byte on an
     // "auto" listener): the connection applies the header deadline to it.
     virtual bool handshaking() const { return false; }

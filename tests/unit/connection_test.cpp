@@ -372,8 +372,8 @@ TEST_CASE("connection: a single GET /hello") {
     CHECK_FALSE(s.fake.shut);
     CHECK(s.fake.reading);
     CHECK(s.timeout_kind() == trellis::kKeepaliveTimeout);
-    CHECK(s.context->stats.requests == 1);
-    CHECK(s.context->stats.responses_by_class[2] == 1);
+    CHECK(s.context->stats.requests.get() == 1);
+    CHECK(s.context->stats.responses_by_class[2].get() == 1);
 
     SUBCASE("the connection serves a second request") {
         s.read_all("HEAD /hello HTTP/1.1\r\nHost: example.com\r\n\r\n");
@@ -433,7 +433,7 @@ TEST_CASE("connection: 16 pipelined GETs in one read") {
         CHECK(rs[static_cast<size_t>(i)].json()["path"] == "/echo/req" + std::to_string(i));
     }
     CHECK(s.fake.write_calls == 1); // the whole batch leaves in one write
-    CHECK(s.context->stats.requests == 16);
+    CHECK(s.context->stats.requests.get() == 16);
     CHECK(s.alive());
     CHECK(s.timeout_kind() == trellis::kKeepaliveTimeout);
 }
@@ -698,8 +698,8 @@ TEST_CASE("connection: an error in the middle of a pipeline") {
     CHECK(rs[1].header("Connection") == "close");
     CHECK_FALSE(contains(s.fake.written, "/echo/third"));
     CHECK(s.fake.shut);
-    CHECK(s.context->stats.responses_by_class[2] == 1);
-    CHECK(s.context->stats.responses_by_class[4] == 1);
+    CHECK(s.context->stats.responses_by_class[2].get() == 1);
+    CHECK(s.context->stats.responses_by_class[4].get() == 1);
 }
 
 TEST_CASE("connection: Connection header and HTTP versions") {
