@@ -180,6 +180,7 @@ void ActiveSession::reset_for_reuse() {
     held_generation = nullptr;
     body_streamed = body_paused = body_pause_now = body_failed = head_dispatch_pending = false;
     started_ns = 0;
+    orphaned = false;
     staged.reset();
 }
 
@@ -197,6 +198,8 @@ ActiveSession *SessionPool::acquire() {
 }
 
 void SessionPool::release(ActiveSession *session) {
+    if (session->mailbox)
+        session->mailbox->forget(session);
     session->reset_for_reuse();
     // Keep enough for the busy connections of a worker; an idle server gives memory back.
     if (free_.size() < 256)
@@ -1219,6 +1222,8 @@ bool Connection::apply_staged() {
 void Connection::on_mail(ActiveSession *s, unsigned bits) {
     Connection *c = s->request.connection;
     if (!c) {
+        if (!s->orphaned)
+            return; // stale mail for a session back in the pool
         // The client has gone; the session waits only for the plugin to let go.
         if ((bits & kMailPoolDone) && s->hold == Hold::Pool)
             s->hold = s->pool_result == TRELLIS_ASYNC ? Hold::Async : Hold::None;
@@ -1267,6 +1272,7 @@ void Connection::abandon_held_session() {
         released = s->staged.released;
     }
     s->request.connection = nullptr;
+    s->orphaned = true;
     s->stream.active = false;
     // The plugin hears of it unless it has let go already; its release (or the pool's return)
     // then reaches on_mail, which gives the session back to the pool.

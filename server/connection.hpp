@@ -18,6 +18,7 @@
 
 #include <llhttp.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <netinet/in.h>
@@ -134,7 +135,8 @@ struct ActiveSession {
     std::string staged_scratch; // loop side of staged.body, swapped to keep capacity
     // Mailbox bookkeeping, under the mailbox's mutex.
     unsigned mail_bits = 0;
-    bool mail_queued = false;
+    std::atomic<bool> mail_queued{false}; // also read without the lock (Mailbox::forget)
+    bool orphaned = false;                // the connection went away while a plugin held it
 
     void reset_for_reuse();
 };

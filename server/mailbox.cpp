@@ -7,6 +7,9 @@ namespace trellis {
 Mailbox::Mailbox(uv_loop_t *loop, DeliverFn deliver) : deliver_(deliver) {
     uv_async_init(loop, &async_, on_async);
     async_.data = this;
+    // Mail alone does not keep a loop running: a worker's loop lives for its listeners and
+    // connections, which are what held requests belong to.
+    uv_unref(reinterpret_cast<uv_handle_t *>(&async_));
 }
 
 bool Mailbox::post(ActiveSession *session, unsigned bits) {
@@ -31,7 +34,11 @@ void Mailbox::deliver_all() {
         std::lock_guard<std::mutex> lock(mutex_);
         taking_.swap(queue_);
     }
-    for (ActiveSession *session : taking_) {
+    delivering_ = true;
+    for (size_t i = 0; i < taking_.size(); ++i) {
+        ActiveSession *session = taking_[i];
+        if (!session)
+            continue; // forgotten while delivering
         unsigned bits;
         {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -41,7 +48,20 @@ void Mailbox::deliver_all() {
         }
         deliver_(session, bits);
     }
+    delivering_ = false;
     taking_.clear();
+}
+
+void Mailbox::forget(ActiveSession *session) {
+    if (!session->mail_queued.load(std::memory_order_acquire) && !delivering_)
+        return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::erase(queue_, session);
+    for (ActiveSession *&pending : taking_)
+        if (pending == session)
+            pending = nullptr;
+    session->mail_bits = 0;
+    session->mail_queued = false;
 }
 
 void Mailbox::close() {

@@ -35,6 +35,9 @@ class Mailbox {
     bool post(ActiveSession *session, unsigned bits);
     // Loop thread, when the worker exits: delivers what is queued, then refuses further posts.
     void close();
+    // Loop thread: drops what is queued for `session`, which is about to be reused or freed (a
+    // plugin that releases a request it did not hold leaves such mail behind).
+    void forget(ActiveSession *session);
 
   private:
     static void on_async(uv_async_t *async) noexcept;
@@ -46,6 +49,7 @@ class Mailbox {
     std::vector<ActiveSession *> queue_; // under mutex_
     std::vector<ActiveSession *> taking_;
     bool closed_ = false; // under mutex_
+    bool delivering_ = false;
 };
 
 } // namespace trellis

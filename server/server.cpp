@@ -12,7 +12,9 @@
 #include "worker.hpp"
 
 #include <csignal>
+#include <cstdio>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <uv.h>
 
 namespace trellis {
@@ -102,15 +104,9 @@ Server::~Server() {
         worker->join();
     workers_.clear();
     listeners_.clear();
-    // After every worker (hooks must not outlive their library), before the pool's threads are
-    // gone for good: a pool that could not stop still runs plugin code, and is leaked with it.
-    if (thread_pool_ && !thread_pool_->stop(config_.limits.shutdown_timeout_ms)) {
-        TRELLIS_LOG_ERROR("blocking handlers still running at exit; plugins are not unloaded");
-        (void)thread_pool_.release();
-        (void)new std::shared_ptr<const Generation>(std::move(generation_)); // kept loaded on purpose
-        retired_.clear();
-        return;
-    }
+    if (thread_pool_)
+        thread_pool_->stop(config_.limits.shutdown_timeout_ms); // run() made sure it can
+    // After every worker and pool thread: hooks must not outlive their library.
     retired_.clear();
     generation_.reset();
 }
@@ -305,6 +301,15 @@ int Server::run() {
     for (auto &worker : workers_) {
         worker->join();
         ok = ok && worker->started_ok();
+    }
+    // A blocking handler that never returns still runs plugin code: unloading it would pull the
+    // code from under that thread, so the process ends here without unloading anything.
+    if (thread_pool_ && !thread_pool_->stop(config_.limits.shutdown_timeout_ms)) {
+        TRELLIS_LOG_ERROR("blocking handlers still running after %u ms; exiting without unloading plugins",
+                          config_.limits.shutdown_timeout_ms);
+        access_log_.reset(); // flushes
+        fflush(stderr);
+        _exit(ok ? 0 : 1);
     }
     TRELLIS_LOG_INFO("stopped");
     return ok ? 0 : 1;

@@ -132,6 +132,12 @@ typedef struct trellis_file_options {
  *   TRELLIS_ASYNC.
  * THREAD: the worker thread that called on_request. While the plugin holds the request (on the pool,
  *   or after TRELLIS_ASYNC) any one thread at a time may call the functions marked "held: any".
+ *   A handler that will return TRELLIS_ASYNC may hand the request to another thread before it
+ *   returns; that thread may answer and even release it at once, so on_request must not touch the
+ *   request after handing it over.
+ * Handles are pooled: after request_release the same pointer may stand for a later request, so a
+ *   plugin that finds requests by pointer must forget one when it releases it (on_abort never comes
+ *   after request_release).
  */
 typedef struct trellis_request trellis_request;
 
@@ -217,7 +223,9 @@ typedef struct trellis_host {
      * not a readable regular file. THREAD: worker thread. */
     int (*respond_file_with)(trellis_request *req, const trellis_file_options *options);
     /* Index of the worker thread running the request, 0 to workers - 1 (as in on_worker_start):
-     * for per-worker state without locks. THREAD: worker thread. */
+     * for per-worker state without locks. On a pool thread it is the worker that received the
+     * request, whose per-worker state belongs to that worker's thread: a blocking handler must not
+     * use such state without a lock. THREAD: worker thread, or held: any. */
     unsigned (*request_worker)(const trellis_request *req);
 
     /* ---- ABI 1.1: handlers off the loop, streamed bodies, metrics ----
@@ -233,13 +241,18 @@ typedef struct trellis_host {
     /* Starts a streamed response: status and headers now, the body through response_write.
      * content_length >= 0 promises that many bytes; -1 means unknown: the body is sent with
      * Transfer-Encoding: chunked (HTTP/1.1) or delimited by closing the connection (HTTP/1.0).
+     * For HEAD the head is sent and written bytes are dropped. It may be called during on_request,
+     * which then returns TRELLIS_ASYNC to go on writing later (from on_writable or another thread).
+     * A held request with no answer after limits.handler_timeout_ms is answered 504; a streamed
+     * response that sends nothing for that long is cut off (the connection closes).
      * Returns 0, or -1 (already answered, aborted, or a status without a body).
      * THREAD: the worker thread during on_request, or held: any. */
     int (*response_start)(trellis_request *req, int status, int64_t content_length);
     /* Appends body bytes to a started response (copied; the plugin may reuse data on return).
      * Returns 0 to keep writing; TRELLIS_AGAIN when the bytes were taken but the client reads
-     * slower than the plugin writes: write no more until on_writable is called; -1 when the
-     * response is not started or the client has gone. THREAD: as response_start. */
+     * slower than the plugin writes: write no more until on_writable is called (response_end may
+     * still follow); -1 when the response is not started or the client has gone.
+     * THREAD: as response_start. */
     int (*response_write)(trellis_request *req, const char *data, size_t len);
     /* Ends a started response (the last chunk for chunked). Fewer bytes than a promised
      * content_length end the connection after the body, as the framing is then broken.
@@ -249,14 +262,21 @@ typedef struct trellis_host {
     void (*request_resume_body)(trellis_request *req);
     /* Value of query parameter `name` ("a" in "?a=1&b=2"), percent-decoded with '+' as space,
      * written into buf (not NUL-terminated; truncated to buf_len like snprintf). Returns its full
-     * decoded length, or -1 when the parameter is absent. THREAD: as request_query. */
+     * decoded length, or -1 when the parameter is absent. "?a" and "?a=" give an empty value (0);
+     * of a repeated name the first wins. THREAD: as request_query. */
     long (*request_query_param)(const trellis_request *req, const char *name, size_t name_len, char *buf,
                                 size_t buf_len);
     /* The server's counters as text: TRELLIS_METRICS_JSON or TRELLIS_METRICS_PROMETHEUS (the text
      * exposition format 0.0.4). Returns 0 and sets *out (LIFETIME: the request's), or -1 for an
-     * unknown format. Summed over workers at the time of the call. THREAD: worker thread. */
+     * unknown format. Summed over workers at the time of the call. THREAD: worker thread, or
+     * held: any. */
     int (*server_metrics)(trellis_request *req, int format, trellis_str *out);
 } trellis_host;
+
+/* True when the running host speaks at least ABI major.minor (a plugin built against a newer
+ * header than the server it runs in checks this in create before using newer features). */
+#define TRELLIS_HOST_ABI_AT_LEAST(host, major, minor)                                                        \
+    (((host)->abi_version >> 16) == (major) && ((host)->abi_version & 0xffff) >= (minor))
 
 /* True when the running host has the field `field` (for plugins built against a newer header
  * than the server they run in). */
@@ -307,7 +327,8 @@ typedef struct trellis_plugin {
 
     /* The client went away (or the request timed out with 504) while the plugin held the request:
      * answering now fails with -1, and the plugin should stop its work and still call
-     * request_release. Called at most once, never after request_release. THREAD: worker thread. */
+     * request_release. Called at most once, never after request_release; for a blocking handler it
+     * may come while on_request still runs on the pool. THREAD: worker thread. */
     void (*on_abort)(void *instance, trellis_request *req);
     /* The response bytes written so far have left: response_write may be called again after it
      * returned TRELLIS_AGAIN. THREAD: worker thread. */

@@ -19,7 +19,8 @@
 // `static constexpr uint32_t flags = TRELLIS_BLOCKING;` (or TRELLIS_STREAM_BODY).
 //
 // To answer later (from any thread), return trellis::Result::Async and keep the request in a
-// trellis::AsyncRequest, which releases the handle when it goes out of scope:
+// trellis::AsyncRequest, which releases the handle when it goes out of scope (an exception thrown
+// after taking one still answers 500: the release is then harmless):
 //
 //     trellis::Result on_request(trellis::Request &req) {
 //         worker_queue_.push(trellis::AsyncRequest(req));   // answered by another thread
@@ -207,6 +208,25 @@ template <class P> Instance<P> *self(void *instance) {
 template <class P>
 int create(const trellis_host *host, trellis_plugin_ctx *ctx, const char *config, size_t config_len,
            void **instance, char *err, size_t err_len) {
+    // A class using ABI 1.1 hooks or flags needs a host that knows them (an older one would, say,
+    // run a blocking handler on its event loop).
+    constexpr bool needs_1_1 = requires {
+        P::flags;
+    }
+    || requires(P & p, Request & r) {
+        p.on_abort(r);
+    }
+    || requires(P & p, Request & r) {
+        p.on_writable(r);
+    }
+    || requires(P & p, Request & r) {
+        p.on_body(r, std::string_view(), true);
+    };
+    if (needs_1_1 && !TRELLIS_HOST_ABI_AT_LEAST(host, TRELLIS_ABI_MAJOR, 1)) {
+        std::snprintf(err, err_len, "this plugin needs a server speaking ABI %d.1 or later",
+                      TRELLIS_ABI_MAJOR);
+        return TRELLIS_ERROR;
+    }
     try {
         *instance = new Instance<P>(Host(host, ctx), std::string_view(config, config_len));
         return TRELLIS_OK;

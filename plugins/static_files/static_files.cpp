@@ -608,10 +608,19 @@ void on_worker_stop(void *instance, unsigned worker) {
         self.caches[worker].reset();
 }
 
-const trellis_plugin kStatic = {
-    TRELLIS_ABI_VERSION, sizeof(trellis_plugin), "static",   "1.1", 0, create, destroy,
-    on_worker_start,     on_worker_stop,         on_request,
-};
+const trellis_plugin kStatic = [] {
+    trellis_plugin d = {};
+    d.abi_version = TRELLIS_ABI_VERSION;
+    d.struct_size = sizeof(trellis_plugin);
+    d.name = "static";
+    d.version = "1.1";
+    d.create = create;
+    d.destroy = destroy;
+    d.on_worker_start = on_worker_start;
+    d.on_worker_stop = on_worker_stop;
+    d.on_request = on_request;
+    return d;
+}();
 
 } // namespace
 

@@ -31,6 +31,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -475,6 +476,76 @@ def chunked(*pieces: bytes, extensions: bool = False) -> bytes:
     return out + b"0\r\n\r\n"
 
 
+class ChunkedDecoder:
+    """Incremental decoder of a chunked body (for large streamed responses, where re-parsing the
+    whole buffer on every read would be quadratic). feed() takes raw bytes as they arrive and
+    returns the bytes it did not consume (those after the last chunk and the trailers).
+    decoded: the body so far; done: the last chunk and the trailers have been read;
+    chunk_sizes: the size of every data chunk seen, in order."""
+
+    def __init__(self):
+        self.decoded = bytearray()
+        self.done = False
+        self.chunk_sizes: list[int] = []
+        self._pending = bytearray()
+        self._state = "size"  # size | data | data_crlf | trailers
+        self._left = 0
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return bytes(data)
+        self._pending += data
+        buf = self._pending
+        pos = 0
+        while not self.done:
+            if self._state == "size":
+                le = buf.find(b"\r\n", pos)
+                if le < 0:
+                    break
+                size_text = bytes(buf[pos:le]).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size line: {bytes(buf[pos:le])[:100]!r}")
+                pos = le + 2
+                if size == 0:
+                    self._state = "trailers"
+                else:
+                    self.chunk_sizes.append(size)
+                    self._left = size
+                    self._state = "data"
+            elif self._state == "data":
+                take = min(self._left, len(buf) - pos)
+                if take == 0:
+                    break
+                self.decoded += buf[pos:pos + take]
+                pos += take
+                self._left -= take
+                if self._left == 0:
+                    self._state = "data_crlf"
+            elif self._state == "data_crlf":
+                if len(buf) - pos < 2:
+                    break
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
+                pos += 2
+                self._state = "size"
+            else:  # trailers, until an empty line
+                le = buf.find(b"\r\n", pos)
+                if le < 0:
+                    break
+                line = buf[pos:le]
+                pos = le + 2
+                if line == b"":
+                    self.done = True
+        del buf[:pos]
+        if self.done:
+            rest = bytes(buf)
+            self._pending = bytearray()
+            return rest
+        return b""
+
+
 # --------------------------------------------------------------------------------------------
 # Raw socket client
 # --------------------------------------------------------------------------------------------
@@ -652,6 +723,30 @@ class Conn:
             self.sock.close()
         except OSError:
             pass
+
+    def abort(self):
+        """Leaves abruptly: closes with SO_LINGER 0, so the server gets a TCP RST (not a FIN,
+        which it may take for a half-close) and sees the client gone at once."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
+
+    def read_chunked_body(self, timeout: float | None = None, max_chunk: int = 65536) -> bytes:
+        """After read_head() of a chunked response: reads and decodes the body incrementally
+        (linear in its size); bytes after it stay in self.buf. Raises ConnectionError if the
+        connection ends first, TimeoutError at the deadline."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        dec = ChunkedDecoder()
+        while True:
+            rest = dec.feed(bytes(self.buf))
+            self.buf = bytearray(rest)
+            if dec.done:
+                return bytes(dec.decoded)
+            if not self._recv(deadline, max_chunk):
+                raise ConnectionError(
+                    f"closed in a chunked body after {len(dec.decoded)} decoded bytes")
 
     def __enter__(self):
         return self
@@ -992,6 +1087,59 @@ class Server:
     def wait_stderr(self, pattern: str, timeout: float = 5.0):
         rx = re.compile(pattern, re.M)
         return wait_for(lambda: rx.search(self.stderr_text()), timeout)
+
+    # -- the log while the server runs: marks, so a test looks only at what came after an action
+    def log_mark(self) -> int:
+        """Position (in bytes) of the end of the server's stderr now; pass to stderr_since()."""
+        try:
+            return self.stderr_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def stderr_since(self, mark: int) -> str:
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(mark)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_stderr_since(self, mark: int, pattern: str, timeout: float = 5.0):
+        """Polls the stderr written after `mark` for pattern (re.M); the match, or None."""
+        rx = re.compile(pattern, re.M)
+        return wait_for(lambda: rx.search(self.stderr_since(mark)), timeout)
+
+    # -- the configuration file while the server runs (SIGHUP reloads)
+    def write_config(self, config: dict | None = None, raw: str | None = None) -> None:
+        """Replaces server.json atomically (a temp file, then rename), so a reload never reads a
+        half-written file. config: a dict (kept as self.config); raw: text as is."""
+        text = raw if raw is not None else json.dumps(config, indent=2)
+        tmp = self.config_path.with_name(self.config_path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.config_path)
+        if config is not None:
+            self.config = config
+
+    RELOAD_OK_RE = r"reload: generation (\d+) active"
+    RELOAD_FAILED_RE = r"reload failed:.*keeping generation (\d+)"
+
+    def reload(self, config: dict | None = None, raw: str | None = None,
+               timeout: float = 10.0) -> tuple[bool, str, int]:
+        """Writes the new configuration (if given), sends SIGHUP and waits for the outcome line
+        logged after it: (True, line, N) for "reload: generation N active", (False, line, N) for
+        "reload failed: ... keeping generation N". Raises AssertionError if neither appears."""
+        if config is not None or raw is not None:
+            self.write_config(config, raw)
+        mark = self.log_mark()
+        os.kill(self.pid, signal.SIGHUP)
+        rx = re.compile(r"^.*(?:" + self.RELOAD_OK_RE + "|" + self.RELOAD_FAILED_RE + r").*$", re.M)
+        m = wait_for(lambda: rx.search(self.stderr_since(mark)), timeout)
+        if m is None:
+            raise AssertionError(f"no reload outcome line within {timeout}s after SIGHUP; log since:\n"
+                                 f"{self.stderr_since(mark)}")
+        if m.group(1) is not None:
+            return True, m.group(0), int(m.group(1))
+        return False, m.group(0), int(m.group(2))
 
     # -- clients
     def conn(self, timeout: float = 5.0, listener: int = 0, rcvbuf: int | None = None,

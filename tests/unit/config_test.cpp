@@ -150,7 +150,7 @@ TEST_CASE("config: unknown keys") {
     SUBCASE("top level") {
         check_error(R"({"listen": [{"port": 1}], "colour": "red"})", "/colour",
                     "unknown key (expected one of: workers, plugin_dir, listen, limits, plugins, routes, "
-                    "access_log, log_level, tls)");
+                    "access_log, log_level, tls, thread_pool)");
     }
     SUBCASE("in a listener") {
         check_error(R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
@@ -165,7 +165,7 @@ TEST_CASE("config: unknown keys") {
                     "/plugins/0/cfg", "unknown key (expected one of: name, path, config)");
         check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a"}],
                         "routes": [{"prefix": "/", "plugin": "a", "method": "GET"}]})",
-                    "/routes/0/method", "unknown key (expected one of: host, prefix, plugin)");
+                    "/routes/0/method", "unknown key (expected one of: host, prefix, plugin, blocking)");
     }
     SUBCASE("a key with '/' and '~' is escaped in the pointer") {
         check_error(R"({"listen": [{"port": 1}], "a/b~c": 1})", "/a~1b~0c", "unknown key");

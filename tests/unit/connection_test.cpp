@@ -2,6 +2,7 @@
 // a real Router, on a real (but never blocking) libuv loop.
 #include "connection.hpp"
 #include "http/http_date.hpp"
+#include "mailbox.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
 #include "worker_context.hpp"
@@ -222,6 +223,7 @@ struct Session {
         CHECK(context->connections == 0);
         context->timeouts.close();
         context->access_log.close();
+        context->mailbox->close();
         uv_run(&loop, UV_RUN_DEFAULT);
         CHECK(uv_loop_close(&loop) == 0);
     }
