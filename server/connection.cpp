@@ -172,7 +172,10 @@ void ActiveSession::reset_for_reuse() {
     request.reset();
     request.connection = nullptr;
     tls_facts.reset();
+    router = nullptr;
+    generation = nullptr;
     route_index = -1;
+    route_stats = nullptr;
     stream = StreamState{};
     notify_writable = gave_up = false;
     hold = Hold::None;
@@ -638,6 +641,7 @@ int Connection::on_message_begin(llhttp_t *p) noexcept {
     s.error_status = 0;
     s.request_start = s.parse_pos; // refined by on_method, which sees the first byte
     s.route_index = -1;
+    s.route_stats = nullptr;
     s.started_ns = 0;
     s.stream = StreamState{};
     s.notify_writable = s.gave_up = false;
@@ -771,7 +775,9 @@ int Connection::on_headers_complete(llhttp_t *p) noexcept {
     }
     ActiveSession &s = *c->session_;
     // A plugin that streams bodies gets the request now, outside the parser (parse_step).
-    const Router *router = c->worker_.router;
+    s.router = c->worker_.router;
+    s.generation = c->worker_.generation;
+    const Router *router = s.router;
     int index = router ? router->next_match(s.request.host, s.request.path, 0) : -1;
     if (index >= 0 && (router->route(index).plugin->flags() & TRELLIS_STREAM_BODY)) {
         s.route_index = index;
@@ -926,8 +932,7 @@ void Connection::after_message() {
         return;
     }
     s.started_ns = uv_hrtime();
-    // A body-streaming plugin that declined the head leaves the later routes to try.
-    dispatch(s.route_index >= 0 ? s.route_index + 1 : 0);
+    dispatch();
 }
 
 bool Connection::redirect_to_https() {
@@ -977,22 +982,32 @@ bool Connection::answered_by_listener_rules() {
 }
 
 void Connection::dispatch(int first_route) {
-    Request &r = session_->request;
-    if (first_route == 0 && answered_by_listener_rules())
-        return;
-    const Router *router = worker_.router;
+    ActiveSession &s = *session_;
+    Request &r = s.request;
+    if (first_route == 0) {
+        if (answered_by_listener_rules())
+            return;
+        s.router = worker_.router;
+        s.generation = worker_.generation;
+    }
     int index = first_route - 1;
-    while (router && (index = router->next_match(r.host, r.path, index + 1)) >= 0)
+    while (s.router && (index = s.router->next_match(r.host, r.path, index + 1)) >= 0) {
+        // A body-streaming plugin is offered a request only at its head, as the first match
+        // (on_headers_complete); a body that was buffered is not for it.
+        if (s.router->route(index).plugin->flags() & TRELLIS_STREAM_BODY)
+            continue;
         if (call_handler(index))
             return;
+    }
     respond_error(404);
 }
 
 bool Connection::call_handler(int index) {
     ActiveSession &s = *session_;
     Request &r = s.request;
-    const Route &route = worker_.router->route(index);
+    const Route &route = s.router->route(index);
     s.route_index = index;
+    s.route_stats = route.stats;
     r.route = &route;
     r.path_below = std::string_view(r.path).substr(route.prefix.back() == '/' ? route.prefix.size() - 1
                                                                               : route.prefix.size());
@@ -1091,7 +1106,7 @@ void Connection::begin_hold(Hold hold, PluginInstance *plugin) {
     ActiveSession &s = *session_;
     s.hold = hold;
     s.holder = plugin;
-    s.held_generation = worker_.generation;
+    s.held_generation = s.generation;
     if (s.held_generation)
         ++s.held_generation->held;
 }
@@ -1114,7 +1129,6 @@ void Connection::release_hold_of(ActiveSession &s) {
 void Connection::end_hold() {
     ActiveSession &s = *session_;
     PluginInstance *plugin = s.holder;
-    clear_hold();
     if (s.body_streamed && s.in_message) {
         close_after_flush_ = true; // the rest of the body is not read
         keep_alive_ = false;
@@ -1129,6 +1143,7 @@ void Connection::end_hold() {
         close_after_flush_ = true;
         keep_alive_ = false;
     }
+    clear_hold(); // last: the answers above still belong to the held generation
     flush();
 }
 
@@ -1149,9 +1164,15 @@ void Connection::on_pool_done() {
         s.hold = Hold::Async;
         return;
     }
+    // Declined on the pool: the next routes are tried on the same generation, kept alive meanwhile.
+    WorkerGeneration *pinned = s.held_generation;
+    if (pinned)
+        ++pinned->held;
     clear_hold();
     if (!after_handler(s.pool_result, plugin))
-        dispatch(s.route_index + 1); // declined on the pool: the next route tries
+        dispatch(s.route_index + 1);
+    if (pinned && --pinned->held == 0 && worker_.on_generation_idle)
+        worker_.on_generation_idle(pinned, worker_.on_generation_idle_data);
 }
 
 bool Connection::apply_staged() {
@@ -1430,9 +1451,8 @@ size_t Connection::queued_output() const {
 
 void Connection::record_response(int status, uint64_t body_bytes) {
     ActiveSession &s = *session_;
-    const Route *route = s.request.route;
-    if (route && route->stats && s.started_ns)
-        route->stats->per_worker[worker_.index()].record(status, uv_hrtime() - s.started_ns);
+    if (s.route_stats && s.started_ns)
+        s.route_stats->per_worker[worker_.index()].record(status, uv_hrtime() - s.started_ns);
     log_access(status, body_bytes);
 }
 

@@ -45,6 +45,7 @@ struct FileResponse {
 };
 
 struct PluginInstance;
+struct RouteStats;
 struct WorkerGeneration;
 class Mailbox;
 
@@ -114,8 +115,13 @@ struct ActiveSession {
     std::shared_ptr<Mailbox> mailbox; // how other threads reach it (outlives the worker)
     sockaddr_in6 peer;                // the connection's peer, readable after it has gone
     std::shared_ptr<const TlsFacts> tls_facts;
-    int route_index = -1;    // route being tried
-    uint64_t started_ns = 0; // when the request was complete (for latency)
+    // The routes this request is dispatched on: the worker's when it arrived (a reload may switch
+    // the worker meanwhile), valid while the request runs inline or is held.
+    const Router *router = nullptr;
+    WorkerGeneration *generation = nullptr;
+    int route_index = -1;              // route being tried
+    RouteStats *route_stats = nullptr; // its counters (owned by the server, never freed)
+    uint64_t started_ns = 0;           // when the request was complete (for latency)
     StreamState stream;
     bool notify_writable = false;   // an inline response_write said TRELLIS_AGAIN
     bool stop_after_answer = false; // answered before its body: read nothing more
