@@ -244,9 +244,10 @@ Connection::Connection(WorkerContext &worker, Transport *transport, const sockad
 }
 
 Connection::~Connection() {
-    worker_.stats.connections_open.sub();
+    // TLS first: a reader computing plain = open - tls never sees tls > open.
     if (counted_tls_)
         worker_.stats.connections_tls.sub();
+    worker_.stats.connections_open.sub();
     if (worker_.open_connections)
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
     if (--worker_.connections == 0 && worker_.draining && worker_.on_drained)

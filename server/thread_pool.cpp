@@ -15,7 +15,7 @@ ThreadPool::ThreadPool(unsigned threads, size_t queue_capacity)
 }
 
 ThreadPool::~ThreadPool() {
-    stop(0);
+    stop(10000);
 }
 
 bool ThreadPool::try_submit(Job job) {
@@ -48,6 +48,8 @@ void ThreadPool::run() {
         job.run(job.arg);
         lock.lock();
         busy_.sub();
+        if (stopping_)
+            idle_.notify_all();
     }
     --running_threads_;
     idle_.notify_all();
@@ -57,8 +59,9 @@ bool ThreadPool::stop(unsigned timeout_ms) {
     std::unique_lock<std::mutex> lock(mutex_);
     stopping_ = true;
     wake_.notify_all();
-    bool all_done =
-        idle_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [this] { return running_threads_ == 0; });
+    // The timeout is for handlers that run (or wait to): idle threads leave at once and are joined.
+    bool all_done = idle_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                                   [this] { return count_ == 0 && busy_.get() == 0; });
     lock.unlock();
     for (std::thread &thread : threads_) {
         if (!thread.joinable())

@@ -1,5 +1,6 @@
 #include "metrics/metrics.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 
@@ -129,6 +130,7 @@ static Totals sum_workers(const std::vector<std::unique_ptr<WorkerStats>> &worke
 
 std::string ServerMetrics::render_json() const {
     Totals t = sum_workers(workers_);
+    t.tls = std::min(t.tls, t.open); // counters are read one by one while workers change them
     double uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     uint64_t idle = t.open > t.active ? t.open - t.active : 0;
     std::string out;
@@ -200,6 +202,7 @@ std::string ServerMetrics::render_json() const {
 
 std::string ServerMetrics::render_prometheus() const {
     Totals t = sum_workers(workers_);
+    t.tls = std::min(t.tls, t.open); // counters are read one by one while workers change them
     double uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     std::string out;
     out.reserve(8192);

@@ -413,6 +413,24 @@ size_t form_decode(std::string_view text, char *buf, size_t buf_len) {
     return n;
 }
 
+// True when `encoded` decodes (as form_decode does) to exactly `wanted`, without a buffer.
+bool form_equals(std::string_view encoded, std::string_view wanted) {
+    size_t n = 0;
+    for (size_t i = 0; i < encoded.size(); ++i, ++n) {
+        char c = encoded[i];
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && i + 2 < encoded.size() && hex_value(encoded[i + 1]) >= 0 &&
+                   hex_value(encoded[i + 2]) >= 0) {
+            c = static_cast<char>(hex_value(encoded[i + 1]) * 16 + hex_value(encoded[i + 2]));
+            i += 2;
+        }
+        if (n >= wanted.size() || wanted[n] != c)
+            return false;
+    }
+    return n == wanted.size();
+}
+
 long request_query_param(const trellis_request *r, const char *name, size_t name_len, char *buf,
                          size_t buf_len) {
     if (!name || (!buf && buf_len))
@@ -426,10 +444,7 @@ long request_query_param(const trellis_request *r, const char *name, size_t name
         size_t eq = pair.find('=');
         std::string_view key = pair.substr(0, eq);
         // Keys are compared decoded, so "a%5Bb%5D" finds "a[b]".
-        char decoded[256];
-        size_t key_len = form_decode(key, decoded, sizeof decoded);
-        if (key_len != wanted.size() || key_len > sizeof decoded ||
-            std::string_view(decoded, key_len) != wanted)
+        if (!form_equals(key, wanted))
             continue;
         std::string_view value = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
         return static_cast<long>(form_decode(value, buf, buf_len));

@@ -330,3 +330,105 @@ TEST_CASE("config: unparsable JSON reports file:line:column") {
         CHECK(message.rfind(std::string(kFile) + ":2:29: invalid JSON: ", 0) == 0); // currently ":3:1:"
     }
 }
+
+TEST_CASE("config: thread_pool") {
+    SUBCASE("defaults") {
+        Config c = parse_config(kMinimal, kFile);
+        CHECK(c.thread_pool.threads == 16u);
+        CHECK(c.thread_pool.queue == 1024u);
+    }
+    SUBCASE("valid values, bounds included") {
+        Config c =
+            parse_config(R"({"listen": [{"port": 1}], "thread_pool": {"threads": 3, "queue": 7}})", kFile);
+        CHECK(c.thread_pool.threads == 3u);
+        CHECK(c.thread_pool.queue == 7u);
+        c = parse_config(R"({"listen": [{"port": 1}], "thread_pool": {"threads": 1, "queue": 1}})", kFile);
+        CHECK(c.thread_pool.threads == 1u);
+        CHECK(c.thread_pool.queue == 1u);
+        c = parse_config(R"({"listen": [{"port": 1}], "thread_pool": {"threads": 1024, "queue": 1000000}})",
+                         kFile);
+        CHECK(c.thread_pool.threads == 1024u);
+        CHECK(c.thread_pool.queue == 1000000u);
+    }
+    SUBCASE("one key alone keeps the other's default") {
+        Config c = parse_config(R"({"listen": [{"port": 1}], "thread_pool": {"queue": 5}})", kFile);
+        CHECK(c.thread_pool.threads == 16u);
+        CHECK(c.thread_pool.queue == 5u);
+        c = parse_config(R"({"listen": [{"port": 1}], "thread_pool": {}})", kFile);
+        CHECK(c.thread_pool.threads == 16u);
+        CHECK(c.thread_pool.queue == 1024u);
+    }
+    SUBCASE("wrong types") {
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": 4})", "/thread_pool",
+                    "expected an object, got number 4");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": [4]})", "/thread_pool",
+                    "expected an object, got array [4]");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"threads": "8"}})", "/thread_pool/threads",
+                    "expected an integer from 1 to 1024, got string \"8\"");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"threads": 2.5}})", "/thread_pool/threads",
+                    "expected an integer from 1 to 1024, got number 2.5");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"queue": true}})", "/thread_pool/queue",
+                    "expected an integer from 1 to 1000000, got boolean true");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"queue": null}})", "/thread_pool/queue",
+                    "got null");
+    }
+    SUBCASE("out of range") {
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"threads": 0}})", "/thread_pool/threads",
+                    "expected an integer from 1 to 1024, got 0");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"threads": 1025}})", "/thread_pool/threads",
+                    "expected an integer from 1 to 1024, got 1025");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"threads": -4}})", "/thread_pool/threads",
+                    "expected an integer from 1 to 1024, got -4");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"queue": 0}})", "/thread_pool/queue",
+                    "expected an integer from 1 to 1000000, got 0");
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"queue": 1000001}})", "/thread_pool/queue",
+                    "expected an integer from 1 to 1000000, got 1000001");
+    }
+    SUBCASE("unknown key") {
+        check_error(R"({"listen": [{"port": 1}], "thread_pool": {"threads": 2, "size": 9}})",
+                    "/thread_pool/size", "unknown key (expected one of: threads, queue)");
+    }
+}
+
+TEST_CASE("config: limits.handler_timeout_ms") {
+    CHECK(parse_config(kMinimal, kFile).limits.handler_timeout_ms == 60000u);
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "limits": {"handler_timeout_ms": 1}})", kFile)
+              .limits.handler_timeout_ms == 1u);
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "limits": {"handler_timeout_ms": 86400000}})", kFile)
+              .limits.handler_timeout_ms == 86400000u);
+    Config c = parse_config(R"({"listen": [{"port": 1}], "limits": {"handler_timeout_ms": 2500}})", kFile);
+    CHECK(c.limits.handler_timeout_ms == 2500u);
+    CHECK(c.limits.body_timeout_ms == 30000u); // the others keep their defaults
+    check_error(R"({"listen": [{"port": 1}], "limits": {"handler_timeout_ms": 0}})",
+                "/limits/handler_timeout_ms", "expected an integer from 1 to 86400000, got 0");
+    check_error(R"({"listen": [{"port": 1}], "limits": {"handler_timeout_ms": 86400001}})",
+                "/limits/handler_timeout_ms", "expected an integer from 1 to 86400000, got 86400001");
+    check_error(R"({"listen": [{"port": 1}], "limits": {"handler_timeout_ms": "5s"}})",
+                "/limits/handler_timeout_ms", "expected an integer from 1 to 86400000, got string \"5s\"");
+}
+
+TEST_CASE("config: route blocking") {
+    const std::string head =
+        R"({"listen": [{"port": 1}], "plugins": [{"name": "x", "path": "x"}], "routes": [)";
+    SUBCASE("absent, true, false") {
+        Config c = parse_config(head + R"({"prefix": "/a", "plugin": "x"},
+                                          {"prefix": "/b", "plugin": "x", "blocking": true},
+                                          {"prefix": "/c", "plugin": "x", "blocking": false}]})",
+                                kFile);
+        REQUIRE(c.routes.size() == 3);
+        CHECK_FALSE(c.routes[0].blocking);
+        CHECK(c.routes[1].blocking);
+        CHECK_FALSE(c.routes[2].blocking);
+        CHECK(c.routes[1].prefix == "/b");
+        CHECK(c.routes[1].plugin == "x");
+    }
+    SUBCASE("wrong types name the route") {
+        check_error(
+            head + R"({"prefix": "/a", "plugin": "x"}, {"prefix": "/b", "plugin": "x", "blocking": "yes"}]})",
+            "/routes/1/blocking", "expected true or false, got string \"yes\"");
+        check_error(head + R"({"prefix": "/a", "plugin": "x", "blocking": 1}]})", "/routes/0/blocking",
+                    "expected true or false, got number 1");
+        check_error(head + R"({"prefix": "/a", "plugin": "x", "blocking": null}]})", "/routes/0/blocking",
+                    "expected true or false, got null");
+    }
+}
