@@ -252,6 +252,8 @@ Connection::~Connection() {
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
     if (--worker_.connections == 0 && worker_.draining && worker_.on_drained)
         worker_.on_drained(worker_.on_drained_data);
+    else if (worker_.draining && worker_.on_drain_progress)
+        worker_.on_drain_progress(worker_.on_drained_data);
 }
 
 void Connection::close_now() {
@@ -300,9 +302,9 @@ void Connection::begin_drain() {
             keep_alive_ = false; // the held request's answer says "Connection: close" if not sent yet
         return;
     }
-    // Bytes already in the socket are a request on its way: let it arrive and be answered too.
-    if (!transport_->has_unread_input())
-        close_now();
+    // An idle connection stays open while the worker still answers others: a request that
+    // arrives on it meanwhile is answered with "Connection: close" instead of meeting a reset.
+    // The worker closes the idle ones when nothing else is left (Worker::check_drain).
 }
 
 void Connection::start_lingering() {
@@ -338,9 +340,23 @@ void Connection::update_timeout() {
     else
         kind = kKeepaliveTimeout;
     TimeoutList &target = worker_.timeout_list(kind);
-    // The header deadline counts from the first byte of the request, so later reads do not
-    // restart it; the others are inactivity timeouts and restart on progress.
-    if ((kind == kHeaderTimeout || kind == kKeepaliveTimeout) && list == &target)
+    if (kind == kHeaderTimeout) {
+        const Limits &limits = worker_.limits();
+        uint64_t now = worker_.timeouts.now();
+        if (!session_ || !session_->in_message) {
+            // A handshake (or the wait for an "auto" listener's first byte) has one deadline.
+            if (list != &target)
+                worker_.timeouts.start_at(*this, target, now + limits.handshake_timeout_ms);
+            return;
+        }
+        // A head has two: a pause between reads, and a total from its first byte (h2o's pair).
+        uint64_t total = session_->head_started_ms + limits.header_timeout_ms;
+        worker_.timeouts.start_at(*this, target, std::min(now + limits.header_read_timeout_ms, total));
+        return;
+    }
+    // The keep-alive clock runs from the end of the last response; the others are inactivity
+    // timeouts and restart on progress.
+    if (kind == kKeepaliveTimeout && list == &target)
         return;
     worker_.timeouts.start(*this, target);
 }
@@ -351,7 +367,8 @@ void Connection::on_timeout(TimeoutKind kind) {
     case kHeaderTimeout:
     case kBodyTimeout:
         TRELLIS_LOG_DEBUG("request timed out (%s)", kind == kHeaderTimeout ? "head" : "body");
-        if (session_ && session_->segment_index == session_->segments.size()) {
+        if (session_ && session_->hold == Hold::None &&
+            session_->segment_index == session_->segments.size()) {
             close_after_flush_ = true;
             keep_alive_ = false;
             respond_error(408);
@@ -426,7 +443,23 @@ void Connection::on_read(size_t n) {
     if (list == &worker_.timeout_list(kKeepaliveTimeout))
         TimeoutList::remove(*this);
     process_input();
+    if (!closed_ && session_ && body_too_slow()) {
+        // Every byte restarts the between-reads timer, so a trickle would never time out: cut it.
+        TRELLIS_LOG_DEBUG("request body below limits.min_body_rate_bps; closing");
+        on_timeout(kBodyTimeout);
+        return;
+    }
     update_timeout();
+}
+
+bool Connection::body_too_slow() const {
+    const ActiveSession &s = *session_;
+    const Limits &limits = worker_.limits();
+    if (!limits.min_body_rate_bps || !s.in_message || !s.in_body || s.body_paused)
+        return false;
+    uint64_t elapsed = worker_.timeouts.now() - s.body_started_ms;
+    return elapsed > limits.min_body_rate_grace_ms &&
+           s.body_received * 1000 < limits.min_body_rate_bps * elapsed;
 }
 
 void Connection::on_read_end(int status) {
@@ -644,6 +677,7 @@ int Connection::on_message_begin(llhttp_t *p) noexcept {
     s.route_index = -1;
     s.route_stats = nullptr;
     s.started_ns = 0;
+    s.head_started_ms = c->worker_.timeouts.now();
     s.stream = StreamState{};
     s.notify_writable = s.gave_up = false;
     s.body_streamed = s.body_paused = s.body_pause_now = s.body_failed = s.head_dispatch_pending = false;
@@ -793,6 +827,8 @@ int Connection::headers_complete() {
     Request &r = s.request;
     llhttp_t &p = s.parser;
     s.in_body = true;
+    s.body_started_ms = worker_.timeouts.now();
+    s.body_received = 0;
     // Where the head's spans end: compact_read_buffer keeps the head up to here while the body
     // streams through the buffer behind it.
     auto span_end = [](Span span) { return static_cast<size_t>(span.offset) + span.length; };
@@ -882,6 +918,7 @@ int Connection::parse_target() {
 int Connection::on_body(llhttp_t *p, const char *at, size_t len) noexcept {
     Connection *c = from_parser(p);
     ActiveSession &s = *c->session_;
+    s.body_received += len;
     if (s.body_streamed) {
         if (s.hold == Hold::None || !s.holder)
             return 0; // the plugin let go early: the rest is dropped (the connection then closes)
@@ -1366,6 +1403,9 @@ void Connection::resume_body() {
     if (!s.body_paused)
         return;
     s.body_paused = false;
+    // The plugin's pause is not the client's slowness: the rate is measured afresh.
+    s.body_started_ms = worker_.timeouts.now();
+    s.body_received = 0;
     process_input();
     if (!closed_ && session_ && !peer_done_)
         transport_->set_reading(true);
@@ -1523,6 +1563,8 @@ void Connection::log_access(int status, uint64_t body_bytes) {
     entry.body_bytes = body_bytes;
     r.header("referer", entry.referer);
     r.header("user-agent", entry.user_agent);
+    if (session_->started_ns)
+        entry.request_time_ns = static_cast<int64_t>(uv_hrtime() - session_->started_ns);
     worker_.access_log.append(entry);
 }
 

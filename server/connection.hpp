@@ -122,6 +122,9 @@ struct ActiveSession {
     int route_index = -1;              // route being tried
     RouteStats *route_stats = nullptr; // its counters (owned by the server, never freed)
     uint64_t started_ns = 0;           // when the request was complete (for latency)
+    uint64_t head_started_ms = 0;      // uv_now at the request's first byte (total head deadline)
+    uint64_t body_started_ms = 0;      // when the body began (or resumed), for the minimum rate
+    uint64_t body_received = 0;        // body bytes since body_started_ms
     StreamState stream;
     bool notify_writable = false;   // an inline response_write said TRELLIS_AGAIN
     bool stop_after_answer = false; // answered before its body: read nothing more
@@ -164,6 +167,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void begin_drain();
     // Shutdown deadline: close whatever state it is in.
     void abort();
+    // Nothing in progress: no request, no answer, no handler (draining may close it).
+    bool idle() const { return !session_ && !closed_; }
 
     // ---- used by the host API while a plugin handles a request ----
     void respond(int status, std::string_view body);
@@ -210,6 +215,7 @@ class Connection final : public TimeoutNode, public TransportEvents {
     // Leaves the session to the plugin holding it (the connection is going away).
     void abandon_held_session();
     void fail_streamed_body();
+    bool body_too_slow() const;
     void resume_body();
     void release_session();
     void record_response(int status, uint64_t body_bytes);

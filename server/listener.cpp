@@ -96,6 +96,16 @@ void Listener::uv_on_resume(uv_timer_t *timer) noexcept {
     uv_poll_start(&self->poll_, UV_READABLE, uv_on_poll);
 }
 
+void Listener::warn_at_limit() {
+    // Once a second at most: a flood must not turn into a flood of log lines.
+    uint64_t now = uv_now(worker_.loop());
+    if (last_limit_warning_ms_ == 0 || now - last_limit_warning_ms_ >= 1000) {
+        last_limit_warning_ms_ = now;
+        TRELLIS_LOG_WARN("limits.max_connections (%u) reached: new connections wait (worker %u)",
+                         worker_.limits().max_connections, worker_.index());
+    }
+}
+
 void Listener::pause_accepting() {
     // Out of descriptors: accepting again at once would spin on EMFILE. Wait for some to close.
     uv_poll_stop(&poll_);
@@ -104,6 +114,13 @@ void Listener::pause_accepting() {
 
 void Listener::on_readable() {
     for (int i = 0; i < kAcceptsPerWakeup; ++i) {
+        if (worker_.open_connections->load(std::memory_order_relaxed) >= worker_.limits().max_connections) {
+            // At the cap, new clients wait in the kernel's backlog until connections close, instead
+            // of being accepted only to be closed.
+            warn_at_limit();
+            pause_accepting();
+            return;
+        }
         sockaddr_storage peer;
         socklen_t length = sizeof peer;
         int fd = accept4(fd_, reinterpret_cast<sockaddr *>(&peer), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -126,18 +143,11 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
     uint32_t open = worker_.open_connections->fetch_add(1, std::memory_order_relaxed);
     if (open >= worker_.limits().max_connections) {
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
+        // Another worker took the last place between the check and this accept.
         worker_.stats.connections_rejected.add();
         ::close(fd);
-        // Once a second at most: a flood must not turn into a flood of log lines.
-        uint64_t now = uv_now(worker_.loop());
-        if (last_limit_warning_ms_ == 0 || now - last_limit_warning_ms_ >= 1000) {
-            last_limit_warning_ms_ = now;
-            TRELLIS_LOG_WARN("limits.max_connections (%u) reached: closing new connections (%lu so far on "
-                             "worker %u)",
-                             worker_.limits().max_connections,
-                             static_cast<unsigned long>(worker_.stats.connections_rejected.get()),
-                             worker_.index());
-        }
+        warn_at_limit();
+        pause_accepting();
         return;
     }
     int on = 1;

@@ -42,6 +42,7 @@ class Listener {
     void on_readable();
     void accept_one(int fd, const struct sockaddr *peer);
     void pause_accepting();
+    void warn_at_limit();
     static void uv_on_poll(uv_poll_t *handle, int status, int events) noexcept;
     static void uv_on_resume(uv_timer_t *timer) noexcept;
     static void uv_on_close(uv_handle_t *handle) noexcept;

@@ -24,7 +24,8 @@ const char *kUsage = "usage: trellis [--config FILE] [--check] [--version] [--he
                      "  --help         print this help and exit\n"
                      "\n"
                      "Signals: SIGTERM/SIGINT stop gracefully (in-flight responses finish, bounded by\n"
-                     "limits.shutdown_timeout_ms).\n";
+                     "limits.shutdown_timeout_ms). SIGHUP reloads the configuration. SIGUSR1 reopens\n"
+                     "the access and error log files (after logrotate renamed them).\n";
 
 } // namespace
 
@@ -54,6 +55,8 @@ int main(int argc, char **argv) {
     }
     // Writes to a vanished peer must fail with EPIPE, not kill the process.
     signal(SIGPIPE, SIG_IGN);
+    // What this thread logs is the operator's doing (start, signals, reloads), never a client's.
+    trellis::exempt_thread_from_log_limit();
     try {
         trellis::Config config = trellis::load_config(config_path);
         if (check) {
@@ -65,7 +68,7 @@ int main(int argc, char **argv) {
         server.start();
         return server.run();
     } catch (const std::exception &e) {
-        trellis::log_message(trellis::LogLevel::Error, e.what());
+        trellis::log_fatal(e.what());
         return 1;
     }
 }

@@ -20,8 +20,10 @@
 namespace trellis {
 namespace {
 
-// Each connection needs a descriptor; raise the soft limit as far as the hard one allows.
-void raise_fd_limit(uint32_t max_connections) {
+// Each connection needs a descriptor: raise the soft limit as far as the hard one allows, and keep
+// max_connections below it with a margin (listeners, log files, plugins' files, files being sent),
+// so the server pauses accepts at its own cap before accept() ever fails with EMFILE.
+void raise_fd_limit(uint32_t &max_connections) {
     struct rlimit limit;
     if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
         return;
@@ -30,17 +32,26 @@ void raise_fd_limit(uint32_t max_connections) {
         setrlimit(RLIMIT_NOFILE, &limit);
         getrlimit(RLIMIT_NOFILE, &limit);
     }
-    TRELLIS_LOG_DEBUG("file descriptor limit: %lu", static_cast<unsigned long>(limit.rlim_cur));
-    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < static_cast<rlim_t>(max_connections) + 64)
-        TRELLIS_LOG_WARN("file descriptor limit %lu is below limits.max_connections (%u) plus a margin; "
-                         "accepts pause when descriptors run out",
-                         static_cast<unsigned long>(limit.rlim_cur), max_connections);
+    if (limit.rlim_cur == RLIM_INFINITY) {
+        TRELLIS_LOG_INFO("file descriptor limit: unlimited; limits.max_connections %u", max_connections);
+        return;
+    }
+    rlim_t margin = limit.rlim_cur >= 1024 ? 128 : limit.rlim_cur / 4;
+    rlim_t room = limit.rlim_cur - margin;
+    if (static_cast<rlim_t>(max_connections) > room) {
+        TRELLIS_LOG_WARN("file descriptor limit %lu: limits.max_connections lowered from %u to %lu",
+                         static_cast<unsigned long>(limit.rlim_cur), max_connections,
+                         static_cast<unsigned long>(room));
+        max_connections = static_cast<uint32_t>(room);
+    }
+    TRELLIS_LOG_INFO("file descriptor limit: %lu; limits.max_connections %u",
+                     static_cast<unsigned long>(limit.rlim_cur), max_connections);
 }
 
 struct MainLoop {
     Server *server;
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm, sighup;
+    uv_signal_t sigint, sigterm, sighup, sigusr1;
     uv_async_t worker_exited;
     uv_async_t generation_released;
     std::vector<std::unique_ptr<Worker>> *workers;
@@ -115,6 +126,11 @@ void Server::start() {
     LogLevel level = LogLevel::Info;
     parse_log_level(config_.log_level, level);
     set_log_level(level);
+    if (config_.error_log != "-") {
+        std::string error;
+        if (!open_error_log(config_.error_log, error))
+            throw StartupError(error);
+    }
     raise_fd_limit(config_.limits.max_connections);
 
     metrics_ = std::make_unique<ServerMetrics>(config_.workers);
@@ -123,7 +139,7 @@ void Server::start() {
     metrics_->set_pool(thread_pool_->stats());
     if (config_.access_log != "off") {
         try {
-            access_log_ = std::make_unique<AccessLog>(config_.access_log);
+            access_log_ = std::make_unique<AccessLog>(config_.access_log, config_.access_log_format);
         } catch (const std::exception &e) {
             throw StartupError(e.what());
         }
@@ -176,10 +192,11 @@ void Server::reload() {
         };
         if (!same_listeners(next, config_) || next.workers != config_.workers ||
             next.thread_pool.threads != config_.thread_pool.threads ||
-            next.thread_pool.queue != config_.thread_pool.queue || next.access_log != config_.access_log)
+            next.thread_pool.queue != config_.thread_pool.queue || next.access_log != config_.access_log ||
+            next.access_log_format != config_.access_log_format || next.error_log != config_.error_log)
             TRELLIS_LOG_WARN(
-                "reload: changes to listen, workers, thread_pool and access_log take effect at the "
-                "next restart; plugins, routes and log_level are reloaded now");
+                "reload: changes to listen, workers, thread_pool, access_log and error_log take effect at "
+                "the next restart; plugins, routes and log_level are reloaded now");
         std::shared_ptr<Generation> generation =
             build_generation(next, generation_.get(), metrics_.get(), generation_->number + 1);
         retired_.push_back(generation_);
@@ -206,6 +223,24 @@ void Server::reload() {
     }
     reload_certificates();
     collect_generations();
+}
+
+void Server::reopen_logs() {
+    bool any = false;
+    if (config_.error_log != "-") {
+        any = true;
+        std::string error;
+        if (reopen_error_log(error))
+            TRELLIS_LOG_INFO("SIGUSR1: reopened error log %s", config_.error_log.c_str());
+        else
+            TRELLIS_LOG_ERROR("SIGUSR1: cannot reopen error log: %s; still writing to the old file",
+                              error.c_str());
+    }
+    // The access log's writer thread reopens it once what is queued is written, and logs it.
+    if (access_log_ && access_log_->reopen())
+        any = true;
+    if (!any)
+        TRELLIS_LOG_INFO("SIGUSR1: no log file to reopen (the logs go to stdout and stderr)");
 }
 
 void Server::collect_generations() {
@@ -248,7 +283,7 @@ int Server::run() {
     main.server = this;
     main.workers = &workers_;
     uv_loop_init(&main.loop);
-    main.sigint.data = main.sigterm.data = main.sighup.data = main.worker_exited.data = &main;
+    main.sigint.data = main.sigterm.data = main.sighup.data = main.sigusr1.data = main.worker_exited.data = &main;
     main.generation_released.data = &main;
     uv_async_init(&main.loop, &main.generation_released, [](uv_async_t *handle) {
         static_cast<MainLoop *>(handle->data)->server->collect_generations();
@@ -257,6 +292,7 @@ int Server::run() {
     uv_signal_init(&main.loop, &main.sigint);
     uv_signal_init(&main.loop, &main.sigterm);
     uv_signal_init(&main.loop, &main.sighup);
+    uv_signal_init(&main.loop, &main.sigusr1);
     auto on_signal = [](uv_signal_t *handle, int signum) {
         TRELLIS_LOG_INFO("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
         stop_workers(*static_cast<MainLoop *>(handle->data));
@@ -271,6 +307,11 @@ int Server::run() {
                 m.server->reload();
         },
         SIGHUP);
+    // logrotate: the files were renamed; write on under their paths again.
+    uv_signal_start(
+        &main.sigusr1,
+        [](uv_signal_t *handle, int) { static_cast<MainLoop *>(handle->data)->server->reopen_logs(); },
+        SIGUSR1);
     uv_async_init(&main.loop, &main.worker_exited, [](uv_async_t *handle) {
         auto &m = *static_cast<MainLoop *>(handle->data);
         // A worker that exits on its own (a plugin failed to start) takes the others with it.
@@ -282,6 +323,7 @@ int Server::run() {
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigint), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigterm), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sighup), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t *>(&m.sigusr1), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.worker_exited), nullptr);
             g_generation_released = nullptr;
             uv_close(reinterpret_cast<uv_handle_t *>(&m.generation_released), nullptr);

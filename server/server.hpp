@@ -34,6 +34,9 @@ class Server {
     // Reloads every TLS listener's certificates and keys. New handshakes use them; open
     // connections keep theirs. A listener whose files fail to load keeps its old ones (logged).
     void reload_certificates();
+    // SIGUSR1: reopens the error log and the access log files at their paths (after logrotate
+    // renamed them). Logs what it did; a file that cannot be opened leaves the old one in use.
+    void reopen_logs();
     // Main thread: destroys generations no worker uses any more.
     void collect_generations();
 

@@ -15,6 +15,25 @@ void TimeoutList::push_back(TimeoutNode &node, uint64_t now) {
     tail_ = &node;
 }
 
+void TimeoutList::insert(TimeoutNode &node, uint64_t deadline) {
+    remove(node);
+    node.deadline = deadline;
+    node.list = this;
+    TimeoutNode *after = tail_;
+    while (after && after->deadline > deadline)
+        after = after->prev;
+    node.prev = after;
+    node.next = after ? after->next : head_;
+    if (node.next)
+        node.next->prev = &node;
+    else
+        tail_ = &node;
+    if (after)
+        after->next = &node;
+    else
+        head_ = &node;
+}
+
 void TimeoutList::remove(TimeoutNode &node) {
     TimeoutList *list = node.list;
     if (!list)
@@ -43,6 +62,12 @@ void Timeouts::start(TimeoutNode &node, TimeoutList &list) {
     list.push_back(node, uv_now(loop_));
     // Deadlines only move later, so the armed timer is early at worst (and re-arms itself);
     // it needs moving only when this deadline is sooner than the one armed.
+    if (armed_for_ == 0 || node.deadline < armed_for_)
+        arm(node.deadline);
+}
+
+void Timeouts::start_at(TimeoutNode &node, TimeoutList &list, uint64_t deadline) {
+    list.insert(node, deadline);
     if (armed_for_ == 0 || node.deadline < armed_for_)
         arm(node.deadline);
 }

@@ -28,6 +28,9 @@ class TimeoutList {
     bool empty() const { return head_ == nullptr; }
 
     void push_back(TimeoutNode &node, uint64_t now);
+    // Inserts with a deadline of the caller's choosing, kept in order by walking back from the tail
+    // (cheap when, as usual, the deadline is among the latest).
+    void insert(TimeoutNode &node, uint64_t deadline);
     static void remove(TimeoutNode &node);
 
   private:
@@ -50,6 +53,9 @@ class Timeouts {
     TimeoutList &list(int index) { return lists_[index]; }
     // Starts (or restarts) `node` on `list`.
     void start(TimeoutNode &node, TimeoutList &list);
+    // Starts `node` on `list` with an explicit deadline (uv_now-based milliseconds).
+    void start_at(TimeoutNode &node, TimeoutList &list, uint64_t deadline);
+    uint64_t now() const { return uv_now(loop_); }
     void stop(TimeoutNode &node) { TimeoutList::remove(node); }
     // Closes the timer; the owner must call this before the loop closes.
     void close();

@@ -29,6 +29,7 @@ Worker::Worker(unsigned index, const Config &config, std::shared_ptr<const Gener
     context_->generation = generations_.back().get();
     context_->router = generations_.back()->generation->router.get();
     context_->on_drained = [](void *data) { static_cast<Worker *>(data)->on_drained(); };
+    context_->on_drain_progress = [](void *data) { static_cast<Worker *>(data)->check_drain(); };
     context_->on_drained_data = this;
     uv_async_init(&loop_, &stop_async_, uv_on_stop);
     stop_async_.data = this;
@@ -225,6 +226,9 @@ void Worker::on_stop() {
         on_drained();
         return;
     }
+    check_drain();
+    if (context_->connections == 0)
+        return; // on_drained ran
     uv_timer_start(&shutdown_timer_, uv_on_shutdown_timeout, shutdown_timeout_ms_, 0);
 }
 
@@ -240,6 +244,23 @@ void Worker::close_all_connections(bool force) {
         else
             connection->begin_drain();
     }
+}
+
+void Worker::check_drain() {
+    if (closing_idle_)
+        return;
+    std::vector<Connection *> idle;
+    for (int i = 0; i < Timeouts::kLists; ++i)
+        for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next) {
+            auto *connection = static_cast<Connection *>(node);
+            if (!connection->idle())
+                return; // still answering someone: idle connections stay for requests on their way
+            idle.push_back(connection);
+        }
+    closing_idle_ = true;
+    for (Connection *connection : idle)
+        connection->abort();
+    closing_idle_ = false;
 }
 
 void Worker::on_drained() {

@@ -66,6 +66,8 @@ class Worker {
     void on_stop();
     void close_all_connections(bool force);
     void on_drained();
+    // Draining: once no connection has work left, closes the idle ones.
+    void check_drain();
     // Loop thread: switch to a new generation; retire an old one once nothing runs on it.
     void switch_to(std::shared_ptr<const Generation> generation);
     void retire_if_idle(WorkerGeneration *generation);
@@ -90,6 +92,7 @@ class Worker {
     bool accepting_posts_ = true; // under posted_mutex_
     uv_timer_t shutdown_timer_;
     bool stopping_ = false;
+    bool closing_idle_ = false;
     bool started_ = false; // start() was called: run() owns closing the loop
     std::atomic<bool> started_ok_{true};
     void (*on_exit_)(void *) = nullptr;

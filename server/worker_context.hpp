@@ -91,7 +91,9 @@ class WorkerContext {
     // Connections alive on this worker, and on all workers (for limits.max_connections).
     size_t connections = 0;
     std::atomic<uint32_t> *open_connections;
-    // Called when `connections` drops to zero while draining.
+    // While draining: called when a connection closes (on_drain_progress) and when the last one
+    // has (on_drained).
+    void (*on_drain_progress)(void *data) = nullptr;
     void (*on_drained)(void *data) = nullptr;
     void *on_drained_data = nullptr;
 

@@ -225,7 +225,8 @@ Limits parse_limits(const Reader &r, const json &value) {
     r.only_keys(value, "/limits",
                 {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                  "body_timeout_ms", "keepalive_timeout_ms", "send_timeout_ms", "shutdown_timeout_ms",
-                 "handler_timeout_ms"});
+                 "handler_timeout_ms", "header_read_timeout_ms", "handshake_timeout_ms", "min_body_rate_bps",
+                 "min_body_rate_grace_ms"});
     Limits limits;
     auto u32 = [&](const char *key, uint32_t &field, uint64_t min, uint64_t max) {
         if (value.contains(key))
@@ -241,6 +242,10 @@ Limits parse_limits(const Reader &r, const json &value) {
     u32("send_timeout_ms", limits.send_timeout_ms, 1, 3600000);
     u32("shutdown_timeout_ms", limits.shutdown_timeout_ms, 0, 3600000);
     u32("handler_timeout_ms", limits.handler_timeout_ms, 1, 86400000);
+    u32("header_read_timeout_ms", limits.header_read_timeout_ms, 1, 3600000);
+    u32("handshake_timeout_ms", limits.handshake_timeout_ms, 1, 3600000);
+    u32("min_body_rate_bps", limits.min_body_rate_bps, 0, 1000000000);
+    u32("min_body_rate_grace_ms", limits.min_body_rate_grace_ms, 0, 3600000);
     return limits;
 }
 
@@ -293,6 +298,33 @@ RouteConfig parse_route(const Reader &r, const json &value, const std::string &p
     return route;
 }
 
+// "access_log": "-" | "off" | FILE, or {"path": the same, "format": "combined" | "json"}.
+void parse_access_log(const Reader &r, const json &value, Config &config) {
+    const json *path = &value;
+    std::string path_ptr = "/access_log";
+    if (value.is_object()) {
+        r.only_keys(value, "/access_log", {"path", "format"});
+        path = value.contains("path") ? &value["path"] : nullptr;
+        path_ptr = "/access_log/path";
+        if (value.contains("format")) {
+            std::string format = r.string(value["format"], "/access_log/format");
+            if (format == "combined")
+                config.access_log_format = AccessLogFormat::Combined;
+            else if (format == "json")
+                config.access_log_format = AccessLogFormat::Json;
+            else
+                r.fail("/access_log/format", "expected \"combined\" or \"json\", got \"" + format + "\"");
+        }
+    } else if (!value.is_string()) {
+        r.fail("/access_log", "expected \"-\", \"off\", a file path or {\"path\", \"format\"}, got " +
+                                  Reader::describe(value));
+    }
+    if (path) {
+        std::string log = r.nonempty_string(*path, path_ptr);
+        config.access_log = (log == "-" || log == "off") ? log : resolve_path(config.base_dir, log);
+    }
+}
+
 // nlohmann reports how many bytes it read, the offending one included; people want its line and
 // column.
 std::string line_and_column(const std::string &text, size_t bytes_read) {
@@ -332,7 +364,7 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     r.object(root, "");
     r.only_keys(root, "",
                 {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level",
-                 "tls", "thread_pool"});
+                 "tls", "thread_pool", "error_log"});
 
     Config config;
     config.source_path = source_path;
@@ -395,9 +427,11 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         for (size_t i = 0; i < routes.size(); ++i)
             config.routes.push_back(parse_route(r, routes[i], "/routes/" + std::to_string(i), names));
     }
-    if (root.contains("access_log")) {
-        std::string log = r.nonempty_string(root["access_log"], "/access_log");
-        config.access_log = (log == "-" || log == "off") ? log : resolve_path(config.base_dir, log);
+    if (root.contains("access_log"))
+        parse_access_log(r, root["access_log"], config);
+    if (root.contains("error_log")) {
+        std::string log = r.nonempty_string(root["error_log"], "/error_log");
+        config.error_log = log == "-" ? log : resolve_path(config.base_dir, log);
     }
     if (root.contains("log_level")) {
         config.log_level = r.string(root["log_level"], "/log_level");

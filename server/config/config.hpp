@@ -15,6 +15,8 @@ class ConfigError : public std::runtime_error {
 };
 
 enum class TransportKind { Plain, Tls, Auto };
+// "access_log": {"format": ...}: the combined log format, or one JSON object per line.
+enum class AccessLogFormat { Combined, Json };
 enum class ClientAuth { None, Optional, Required };
 
 struct TlsCertificateConfig {
@@ -46,7 +48,11 @@ struct Limits {
     uint32_t max_connections = 10000;
     uint32_t max_header_bytes = 16384;
     uint64_t max_body_bytes = 10485760;
-    uint32_t header_timeout_ms = 10000;
+    uint32_t header_timeout_ms = 10000;     // the whole request head, from its first byte
+    uint32_t header_read_timeout_ms = 5000; // longest pause between reads of a head
+    uint32_t handshake_timeout_ms = 10000;  // TLS handshake (or the first byte on "auto")
+    uint32_t min_body_rate_bps = 256;       // slower bodies are cut off after the grace period (0: off)
+    uint32_t min_body_rate_grace_ms = 10000;
     uint32_t body_timeout_ms = 30000;
     uint32_t keepalive_timeout_ms = 60000;
     uint32_t send_timeout_ms = 30000;
@@ -84,6 +90,8 @@ struct Config {
     std::vector<PluginConfig> plugins;
     std::vector<RouteConfig> routes;
     std::string access_log = "-"; // "-" stdout, "off", or a resolved file path
+    AccessLogFormat access_log_format = AccessLogFormat::Combined;
+    std::string error_log = "-"; // "-" stderr, or a resolved file path
     bool has_tls = false;         // a top-level "tls" object was given
     std::string log_level = "info";
 };

@@ -1,9 +1,18 @@
-// Error log: one line per event on stderr, "2026-11-25T17:26:45Z [info] message".
-// Thread-safe; a line is written with a single write(2) so lines of different workers never
-// interleave.
+// Error log: one line per event, "2026-11-25T17:26:45Z [info] message", on stderr or in the file
+// "error_log" names. Thread-safe; a line is written with a single write(2) so lines of different
+// workers never interleave.
+//
+// Lines logged through log_format (every TRELLIS_LOG_* macro) are rate-limited per call site, so
+// a client that can trigger a warning cannot fill the disk with it: at most
+// LogRateLimiter::kLinesPerSecond lines per format string and second, and the next line a site
+// logs after it was silenced carries "(N similar messages suppressed)". Debug lines and the main
+// thread (start, signals, reloads: things the operator does) are not limited.
 #pragma once
 
 #include <cstdarg>
+#include <cstdint>
+#include <mutex>
+#include <string>
 #include <string_view>
 
 namespace trellis {
@@ -16,6 +25,42 @@ bool parse_log_level(std::string_view text, LogLevel &out);
 
 void log_message(LogLevel level, std::string_view message);
 void log_format(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Makes the file at `path` (opened for appending, created 0644) the error log; stderr keeps
+// whatever plugins and libraries print there. Call before the workers start. Returns false with
+// `error` set when the file cannot be opened (the log stays where it was).
+bool open_error_log(const std::string &path, std::string &error);
+// SIGUSR1: opens the error log's path again and puts the new file in place of the old one (dup2,
+// so a line being written concurrently goes wholly to one of them). False with `error` set when
+// the file cannot be opened or no file was opened; the old file is then kept.
+bool reopen_error_log(std::string &error);
+// Writes the line to the error log and, when that is a file, to stderr as well: for the error
+// that stops the start, which the person starting the server must see.
+void log_fatal(std::string_view message);
+// Lines logged on the calling thread are never rate-limited (the main thread calls this).
+void exempt_thread_from_log_limit();
+
+// The per-call-site limiter log_format uses; a fixed table, so memory does not grow with the
+// number of sites. Sites whose hashes collide past a short probe share a budget, which can only
+// make the limit stricter.
+class LogRateLimiter {
+  public:
+    static constexpr uint32_t kLinesPerSecond = 10;
+    static constexpr size_t kSlots = 256;
+    // Whether the site may log a line in `second` (any monotonic count of seconds). When it may,
+    // `suppressed` is the number of its lines refused since its last admitted one.
+    bool admit(const void *site, uint64_t second, uint64_t &suppressed);
+
+  private:
+    struct Slot {
+        const void *site = nullptr;
+        uint64_t second = 0;
+        uint32_t lines = 0;      // admitted in `second`
+        uint64_t suppressed = 0; // refused since the last admitted line
+    };
+    std::mutex mutex_;
+    Slot slots_[kSlots];
+};
 
 } // namespace trellis
 
