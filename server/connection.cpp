@@ -141,6 +141,7 @@ void StagedAnswer::reset() {
 
 ActiveSession::ActiveSession(size_t read_buffer_size, WorkerContext *owner)
     : read_buffer(new char[read_buffer_size]), read_capacity(read_buffer_size), worker(owner),
+      worker_index(owner ? owner->index() : 0), metrics(owner ? owner->metrics : nullptr),
       mailbox(owner ? owner->mailbox : nullptr) {
     request.base = read_buffer.get();
     request.session = this;
@@ -177,7 +178,7 @@ void ActiveSession::reset_for_reuse() {
     route_index = -1;
     route_stats = nullptr;
     stream = StreamState{};
-    notify_writable = gave_up = false;
+    notify_writable = gave_up = release_seen = parser_kick = false;
     hold = Hold::None;
     holder = nullptr;
     held_generation = nullptr;
@@ -209,6 +210,13 @@ void SessionPool::release(ActiveSession *session) {
         free_.push_back(session);
     else
         delete session;
+}
+
+void keep_after_exit(ActiveSession *session) {
+    static std::mutex mutex;
+    static auto *kept = new std::vector<ActiveSession *>; // reachable until exit, on purpose
+    std::lock_guard<std::mutex> lock(mutex);
+    kept->push_back(session);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -367,8 +375,9 @@ void Connection::on_timeout(TimeoutKind kind) {
     case kHeaderTimeout:
     case kBodyTimeout:
         TRELLIS_LOG_DEBUG("request timed out (%s)", kind == kHeaderTimeout ? "head" : "body");
-        if (session_ && session_->hold == Hold::None &&
-            session_->segment_index == session_->segments.size()) {
+        if (session_ && session_->hold != Hold::None) {
+            fail_held_request(408);
+        } else if (session_ && session_->segment_index == session_->segments.size()) {
             close_after_flush_ = true;
             keep_alive_ = false;
             respond_error(408);
@@ -384,6 +393,8 @@ void Connection::on_timeout(TimeoutKind kind) {
         close_now();
         break;
     }
+    if (!closed_)
+        update_timeout(); // the expired timeout left its list: every open connection needs one
 }
 
 void Connection::release_session_if_idle() {
@@ -489,14 +500,18 @@ void Connection::process_input() {
     auto may_parse = [&s] {
         return s.hold == Hold::None ? !s.stream.active : (s.body_streamed && s.in_message && !s.body_paused);
     };
-    while (!closed_ && !close_after_flush_ && s.parse_pos < s.read_end && s.out.size() < kMaxQueuedOutput &&
+    // A body the plugin streams is read to its end even when the answer already said
+    // "Connection: close" (an HTTP/1.0 stream, say); nothing after it is.
+    auto streaming_body = [&s] { return s.hold != Hold::None && s.body_streamed && s.in_message; };
+    while (!closed_ && (!close_after_flush_ || streaming_body()) &&
+           (s.parse_pos < s.read_end || s.parser_kick) && s.out.size() < kMaxQueuedOutput &&
            s.open_files < kMaxQueuedFiles && may_parse()) {
         if (!parse_step())
             break;
     }
     if (closed_ || !session_)
         return;
-    if (close_after_flush_)
+    if (close_after_flush_ && !streaming_body())
         s.parse_pos = s.read_end; // nothing after the last answered request is ever run
     compact_read_buffer();
     flush();
@@ -505,6 +520,9 @@ void Connection::process_input() {
 bool Connection::parse_step() {
     ActiveSession &s = *session_;
     const char *base = s.read_buffer.get();
+    // After a pause at the very end of the input llhttp still owes a callback (the message's end,
+    // or the body after a head): a call with no bytes delivers it.
+    s.parser_kick = false;
     llhttp_errno_t err = llhttp_execute(&s.parser, base + s.parse_pos, s.read_end - s.parse_pos);
     if (err == HPE_OK) {
         s.parse_pos = s.read_end;
@@ -532,11 +550,13 @@ bool Connection::parse_step() {
             // on_body said TRELLIS_AGAIN: the rest waits for request_resume_body.
             s.body_pause_now = false;
             s.body_paused = true;
+            s.parser_kick = true;
             return false;
         }
         if (s.head_dispatch_pending) {
             // The head of a request for a body-streaming plugin: hand it over before the body.
             s.head_dispatch_pending = false;
+            s.parser_kick = true;
             return dispatch_head_to_body_streamer();
         }
         after_message();
@@ -545,6 +565,11 @@ bool Connection::parse_step() {
     int status = s.error_status ? s.error_status : status_for_parse_error(err);
     TRELLIS_LOG_DEBUG("bad request (%d): %s %s", status, llhttp_errno_name(err),
                       llhttp_get_error_reason(&s.parser) ? llhttp_get_error_reason(&s.parser) : "");
+    if (s.hold != Hold::None) {
+        s.in_message = false;
+        fail_held_request(status); // a streamed body broke its framing
+        return false;
+    }
     // The stream can no longer be trusted: answer and close, never parse past this point.
     close_after_flush_ = true;
     keep_alive_ = false;
@@ -679,7 +704,7 @@ int Connection::on_message_begin(llhttp_t *p) noexcept {
     s.started_ns = 0;
     s.head_started_ms = c->worker_.timeouts.now();
     s.stream = StreamState{};
-    s.notify_writable = s.gave_up = false;
+    s.notify_writable = s.gave_up = s.release_seen = s.parser_kick = false;
     s.body_streamed = s.body_paused = s.body_pause_now = s.body_failed = s.head_dispatch_pending = false;
     s.staged.reset(); // no other thread knows this request yet
     // Each request gets its own header deadline from its first byte, even when it arrives in the
@@ -813,7 +838,8 @@ int Connection::on_headers_complete(llhttp_t *p) noexcept {
     s.router = c->worker_.router;
     s.generation = c->worker_.generation;
     const Router *router = s.router;
-    int index = router ? router->next_match(s.request.host, s.request.path, 0) : -1;
+    int index =
+        router && router->has_body_streamers() ? router->next_match(s.request.host, s.request.path, 0) : -1;
     if (index >= 0 && (router->route(index).plugin->flags() & TRELLIS_STREAM_BODY)) {
         s.route_index = index;
         s.head_dispatch_pending = true;
@@ -920,8 +946,14 @@ int Connection::on_body(llhttp_t *p, const char *at, size_t len) noexcept {
     ActiveSession &s = *c->session_;
     s.body_received += len;
     if (s.body_streamed) {
-        if (s.hold == Hold::None || !s.holder)
-            return 0; // the plugin let go early: the rest is dropped (the connection then closes)
+        if (s.hold == Hold::None || !s.holder) {
+            // Answered before the body, or the plugin let go early: the rest is dropped.
+            if (s.body_received > c->worker_.limits().max_body_bytes) {
+                s.body_failed = true;
+                return HPE_PAUSED;
+            }
+            return 0;
+        }
         int rc = s.holder->on_body()(s.holder->instance, &s.request, at, len, 0);
         if (rc == TRELLIS_AGAIN) {
             s.body_pause_now = true;
@@ -1114,18 +1146,39 @@ bool Connection::after_handler(int rc, PluginInstance *plugin) {
     return true;
 }
 
+void Connection::fail_held_request(int status) {
+    ActiveSession &s = *session_;
+    {
+        std::lock_guard<std::mutex> lock(s.stage_mutex);
+        s.staged.gone = true;
+    }
+    apply_staged();
+    s.gave_up = true; // the connection no longer waits for the plugin; on_abort comes with the close
+    s.body_streamed = false;
+    close_after_flush_ = true;
+    keep_alive_ = false;
+    if (s.request.answered) {
+        close_now();
+        return;
+    }
+    s.stream.active = false;
+    respond_error(status);
+    flush();
+}
+
 bool Connection::dispatch_head_to_body_streamer() {
     ActiveSession &s = *session_;
     // The plugin may read the head from another thread while the body streams in behind it: put
     // it at the front of the buffer now, so nothing moves it later.
     shift_request_to_front();
     s.started_ns = uv_hrtime();
-    // Answered now (redirect, 421, or the plugin without TRELLIS_ASYNC): the body is not read, so
-    // the connection ends after the answer.
-    auto answered_before_body = [this] {
-        close_after_flush_ = true;
-        keep_alive_ = false;
-        return false;
+    // An answer given now already says whether the connection stays.
+    keep_alive_ = llhttp_should_keep_alive(&s.parser) && !worker_.draining && !close_after_flush_;
+    // Answered now (redirect, 421, or the plugin without TRELLIS_ASYNC): the body is read and
+    // dropped (up to limits.max_body_bytes, past which the connection closes), as nginx does.
+    auto answered_before_body = [&s] {
+        s.body_streamed = true;
+        return true;
     };
     if (answered_by_listener_rules())
         return answered_before_body();
@@ -1167,10 +1220,8 @@ void Connection::release_hold_of(ActiveSession &s) {
 void Connection::end_hold() {
     ActiveSession &s = *session_;
     PluginInstance *plugin = s.holder;
-    if (s.body_streamed && s.in_message) {
-        close_after_flush_ = true; // the rest of the body is not read
-        keep_alive_ = false;
-    }
+    // A body still arriving for a plugin that let go is read and dropped (on_body).
+    s.body_paused = false;
     if (!s.request.answered) {
         TRELLIS_LOG_ERROR("plugin \"%s\" released a request without answering it", plugin->name().c_str());
         respond_error(500);
@@ -1188,9 +1239,15 @@ void Connection::end_hold() {
 void Connection::run_on_pool(void *arg) noexcept {
     auto *s = static_cast<ActiveSession *>(arg);
     PluginInstance *plugin = s->holder;
-    s->pool_result = plugin->plugin->on_request(plugin->instance, &s->request);
+    bool gone;
+    {
+        std::lock_guard<std::mutex> lock(s->stage_mutex);
+        gone = s->staged.gone;
+    }
+    // A request whose client left (or that timed out) while it waited for a thread is not run.
+    s->pool_result = gone ? TRELLIS_ERROR : plugin->plugin->on_request(plugin->instance, &s->request);
     if (!s->mailbox->post(s, kMailPoolDone))
-        delete s; // the worker has exited: nobody else will take the session back
+        keep_after_exit(s);
 }
 
 void Connection::on_pool_done() {
@@ -1284,31 +1341,33 @@ void Connection::on_mail(ActiveSession *s, unsigned bits) {
         if (!s->orphaned)
             return; // stale mail for a session back in the pool
         // The client has gone; the session waits only for the plugin to let go.
+        if (bits & kMailReleased)
+            s->release_seen = true;
         if ((bits & kMailPoolDone) && s->hold == Hold::Pool)
             s->hold = s->pool_result == TRELLIS_ASYNC ? Hold::Async : Hold::None;
-        bool released;
-        {
-            std::lock_guard<std::mutex> lock(s->stage_mutex);
-            released = s->staged.released;
-        }
-        if (s->hold == Hold::None || (s->hold == Hold::Async && released))
+        if (s->hold == Hold::None || (s->hold == Hold::Async && s->release_seen))
             finish_orphan(s);
         return;
     }
     Guard guard(c);
     if (c->closed_ || c->session_ != s)
         return;
-    bool released = c->apply_staged();
+    // Only the released mail ends a hold: it is the plugin's last touch of the session (the flag
+    // under the lock is set a moment before it).
+    if (bits & kMailReleased)
+        s->release_seen = true;
+    c->apply_staged();
     if (bits & kMailPoolDone)
         c->on_pool_done();
     if (c->closed_ || !c->session_)
         return;
-    if (released && s->hold == Hold::Async) {
+    if (s->release_seen && s->hold == Hold::Async) {
         c->end_hold();
-    } else if (bits & kMailResumeBody) {
-        c->resume_body();
     } else {
-        c->flush();
+        if (bits & kMailResumeBody)
+            c->resume_body();
+        if (!c->closed_ && c->session_)
+            c->flush();
     }
     if (!c->closed_)
         c->update_timeout();
@@ -1345,13 +1404,13 @@ void Connection::on_handler_timeout() {
         update_timeout();
         return;
     }
-    apply_staged(); // whatever arrived just in time
-    const Request &r = s->request;
-    const char *name = s->holder ? s->holder->name().c_str() : "?";
     {
         std::lock_guard<std::mutex> lock(s->stage_mutex);
         s->staged.gone = true; // later answers from the plugin fail
     }
+    apply_staged(); // answers accepted before that still count
+    const Request &r = s->request;
+    const char *name = s->holder ? s->holder->name().c_str() : "?";
     s->gave_up = true;
     if (!r.answered) {
         TRELLIS_LOG_ERROR("plugin \"%s\" did not answer %.*s %.*s within %u ms: 504", name,
@@ -1387,6 +1446,10 @@ void Connection::notify_plugin_writable() {
 
 void Connection::fail_streamed_body() {
     ActiveSession &s = *session_;
+    if (s.hold != Hold::None) {
+        fail_held_request(500);
+        return;
+    }
     {
         std::lock_guard<std::mutex> lock(s.stage_mutex);
         s.staged.gone = true;

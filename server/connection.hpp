@@ -46,6 +46,7 @@ struct FileResponse {
 
 struct PluginInstance;
 struct RouteStats;
+class ServerMetrics;
 struct WorkerGeneration;
 class Mailbox;
 
@@ -111,7 +112,9 @@ struct ActiveSession {
     int error_status = 0; // set by a callback that refuses the request
 
     // ---- the request's handler ----
-    WorkerContext *worker;            // the worker whose pool lent this session
+    WorkerContext *worker;     // the worker whose pool lent this session
+    unsigned worker_index = 0; // its index, readable after the worker has gone
+    const ServerMetrics *metrics = nullptr;
     std::shared_ptr<Mailbox> mailbox; // how other threads reach it (outlives the worker)
     sockaddr_in6 peer;                // the connection's peer, readable after it has gone
     std::shared_ptr<const TlsFacts> tls_facts;
@@ -138,7 +141,10 @@ struct ActiveSession {
     bool body_pause_now = false;        // ... during this parse step
     bool body_failed = false;           // on_body returned TRELLIS_ERROR
     bool head_dispatch_pending = false; // the head is for a body-streaming plugin
-    bool gave_up = false;               // the handler timed out: the connection no longer waits for it
+    bool gave_up = false;
+    bool release_seen = false; // kMailReleased arrived: the plugin will not touch the session again
+    bool parser_kick = false; // paused at the end of the input: llhttp still owes a callback               //
+                              // the handler timed out: the connection no longer waits for it
     std::mutex stage_mutex;
     StagedAnswer staged;        // under stage_mutex
     std::string staged_scratch; // loop side of staged.body, swapped to keep capacity
@@ -149,6 +155,10 @@ struct ActiveSession {
 
     void reset_for_reuse();
 };
+
+// A session a plugin still holds after its worker has exited (a plugin releasing requests in its
+// destroy, say): nobody can take it back any more, so it is kept until the process ends.
+void keep_after_exit(ActiveSession *session);
 
 class Connection final : public TimeoutNode, public TransportEvents {
   public:
@@ -215,6 +225,9 @@ class Connection final : public TimeoutNode, public TransportEvents {
     // Leaves the session to the plugin holding it (the connection is going away).
     void abandon_held_session();
     void fail_streamed_body();
+    // The client side failed (timeout, bad framing) while a plugin holds the request: answers
+    // from the plugin stop, `status` goes out if nothing was answered, and the connection ends.
+    void fail_held_request(int status);
     bool body_too_slow() const;
     void resume_body();
     void release_session();

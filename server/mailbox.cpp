@@ -65,12 +65,16 @@ void Mailbox::forget(ActiveSession *session) {
 }
 
 void Mailbox::close() {
-    deliver_all();
+    // May be called from inside a delivery (the last connection closing ends the worker's drain):
+    // the delivery under way then takes what is queued.
+    if (!delivering_)
+        deliver_all();
     {
         std::lock_guard<std::mutex> lock(mutex_);
         closed_ = true;
     }
-    deliver_all(); // what arrived between the two
+    if (!delivering_)
+        deliver_all(); // what arrived between the two
     if (!uv_is_closing(reinterpret_cast<uv_handle_t *>(&async_)))
         uv_close(reinterpret_cast<uv_handle_t *>(&async_), nullptr);
 }

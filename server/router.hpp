@@ -27,6 +27,9 @@ class Router {
     // The first route at index >= `from` matching `host` (lower-case, no port) and `path`, or -1.
     int next_match(std::string_view host, std::string_view path, int from) const;
     const Route &route(int index) const { return routes_[static_cast<size_t>(index)]; }
+    // True when some route's plugin takes bodies as a stream (it must see requests at their head).
+    bool has_body_streamers() const { return has_body_streamers_; }
+    void set_has_body_streamers(bool value) { has_body_streamers_ = value; }
     size_t size() const { return routes_.size(); }
 
     // True when `prefix` covers `path` on a segment boundary: "/hello" covers "/hello" and
@@ -35,6 +38,7 @@ class Router {
 
   private:
     std::vector<Route> routes_;
+    bool has_body_streamers_ = false;
 };
 
 } // namespace trellis

@@ -136,8 +136,8 @@ typedef struct trellis_file_options {
  *   returns; that thread may answer and even release it at once, so on_request must not touch the
  *   request after handing it over.
  * Handles are pooled: after request_release the same pointer may stand for a later request, so a
- *   plugin that finds requests by pointer must forget one when it releases it (on_abort never comes
- *   after request_release).
+ *   plugin that finds requests by pointer must forget one before it releases it (an on_abort that
+ *   overlaps the release then finds nothing).
  */
 typedef struct trellis_request trellis_request;
 
@@ -327,8 +327,10 @@ typedef struct trellis_plugin {
 
     /* The client went away (or the request timed out with 504) while the plugin held the request:
      * answering now fails with -1, and the plugin should stop its work and still call
-     * request_release. Called at most once, never after request_release; for a blocking handler it
-     * may come while on_request still runs on the pool. THREAD: worker thread. */
+     * request_release. Called at most once, and not once the host has taken the plugin's
+     * request_release; it may overlap a release another thread is making (the handle stays valid
+     * during the call). For a blocking handler it may come while on_request still runs on the
+     * pool. THREAD: worker thread. */
     void (*on_abort)(void *instance, trellis_request *req);
     /* The response bytes written so far have left: response_write may be called again after it
      * returned TRELLIS_AGAIN. THREAD: worker thread. */

@@ -266,6 +266,8 @@ template <class P> int on_worker_start(void *instance, unsigned worker) {
         return s->plugin.on_worker_start(worker) ? TRELLIS_OK : TRELLIS_ERROR;
     } catch (const std::exception &e) {
         s->host.log(TRELLIS_LOG_ERROR, std::string("on_worker_start threw: ") + e.what());
+    } catch (...) {
+        s->host.log(TRELLIS_LOG_ERROR, "on_worker_start threw an unknown exception");
     }
     return TRELLIS_ERROR;
 }
@@ -276,6 +278,8 @@ template <class P> void on_worker_stop(void *instance, unsigned worker) {
         s->plugin.on_worker_stop(worker);
     } catch (const std::exception &e) {
         s->host.log(TRELLIS_LOG_ERROR, std::string("on_worker_stop threw: ") + e.what());
+    } catch (...) {
+        s->host.log(TRELLIS_LOG_ERROR, "on_worker_stop threw an unknown exception");
     }
 }
 
@@ -286,6 +290,8 @@ template <class P> void on_abort(void *instance, trellis_request *req) {
         s->plugin.on_abort(request);
     } catch (const std::exception &e) {
         s->host.log(TRELLIS_LOG_ERROR, std::string("on_abort threw: ") + e.what());
+    } catch (...) {
+        s->host.log(TRELLIS_LOG_ERROR, "on_abort threw an unknown exception");
     }
 }
 
@@ -296,6 +302,8 @@ template <class P> void on_writable(void *instance, trellis_request *req) {
         s->plugin.on_writable(request);
     } catch (const std::exception &e) {
         s->host.log(TRELLIS_LOG_ERROR, std::string("on_writable threw: ") + e.what());
+    } catch (...) {
+        s->host.log(TRELLIS_LOG_ERROR, "on_writable threw an unknown exception");
     }
 }
 
@@ -306,6 +314,8 @@ template <class P> int on_body(void *instance, trellis_request *req, const char 
         return static_cast<int>(s->plugin.on_body(request, std::string_view(data, len), last != 0));
     } catch (const std::exception &e) {
         s->host.log(TRELLIS_LOG_ERROR, std::string("on_body threw: ") + e.what());
+    } catch (...) {
+        s->host.log(TRELLIS_LOG_ERROR, "on_body threw an unknown exception");
     }
     return TRELLIS_ERROR;
 }

@@ -188,7 +188,13 @@ int respond_file_with(trellis_request *r, const trellis_file_options *options) {
     if (options->struct_size < offsetof(trellis_file_options, fd) + sizeof options->fd) {
         TRELLIS_LOG_ERROR("respond_file_with: options.struct_size (%u) does not reach fd",
                           static_cast<unsigned>(options->struct_size));
-        if (!r->answered)
+        if (!is_inline(r))
+            stage_answer(r, [](StagedAnswer &staged) {
+                staged.kind = StagedAnswer::Kind::Full;
+                staged.status = 500;
+                staged.body = "500 Internal Server Error\n";
+            });
+        else if (!r->answered)
             r->connection->respond_error(500);
         return -1;
     }
@@ -264,7 +270,7 @@ int respond_file(trellis_request *r, int status, int fd) {
 }
 
 unsigned request_worker(const trellis_request *r) {
-    return r->session->worker->index();
+    return r->session->worker_index;
 }
 
 void log(trellis_plugin_ctx *ctx, trellis_log_level level, const char *message) {
@@ -314,7 +320,7 @@ void request_release(trellis_request *r) {
         s.staged.released = true;
     }
     if (!s.mailbox->post(&s, kMailReleased))
-        delete &s; // the worker has exited: the plugin's hold was the last
+        keep_after_exit(&s); // the worker has exited: nothing can take the session back
 }
 
 int response_start(trellis_request *r, int status, int64_t content_length) {
@@ -330,7 +336,14 @@ int response_start(trellis_request *r, int status, int64_t content_length) {
         warn_answered_twice(r);
         return -1;
     }
-    return r->connection->start_stream(status, content_length < 0 ? -1 : content_length) ? 0 : -1;
+    if (!r->connection->start_stream(status, content_length < 0 ? -1 : content_length))
+        return -1;
+    // A thread the request is handed to before on_request returns TRELLIS_ASYNC may write at once.
+    ActiveSession &s = *r->session;
+    std::lock_guard<std::mutex> lock(s.stage_mutex);
+    s.staged.answered = s.staged.head_taken = true;
+    s.staged.kind = StagedAnswer::Kind::Stream;
+    return 0;
 }
 
 int response_write(trellis_request *r, const char *data, size_t len) {
@@ -453,7 +466,7 @@ long request_query_param(const trellis_request *r, const char *name, size_t name
 }
 
 int server_metrics(trellis_request *r, int format, trellis_str *out) {
-    const ServerMetrics *metrics = r->session->worker->metrics;
+    const ServerMetrics *metrics = r->session->metrics;
     if (!out || !metrics || (format != TRELLIS_METRICS_JSON && format != TRELLIS_METRICS_PROMETHEUS))
         return -1;
     r->scratch = format == TRELLIS_METRICS_JSON ? metrics->render_json() : metrics->render_prometheus();

@@ -872,7 +872,7 @@ class BadHandshakes(TlsTestCase):
         self.s = self.tls_server(
             listen=[{"address": LOOPBACK, "port": 0, "transport": "tls"},
                     {"address": LOOPBACK, "port": 0, "transport": "plain"}],
-            limits={"header_timeout_ms": 800, "keepalive_timeout_ms": 5000})
+            limits={"header_timeout_ms": 800, "handshake_timeout_ms": 800, "keepalive_timeout_ms": 5000})
         self.baseline = self.settled_fds(self.s)
 
     def raw(self, listener=0) -> socket.socket:
@@ -923,7 +923,7 @@ class BadHandshakes(TlsTestCase):
         data, closed = recv_until_closed(so, 5)
         elapsed = time.monotonic() - t0
         self.assertTrue(closed, "a stalled handshake held the connection for 5 s "
-                                "(header_timeout_ms is 800)")
+                                "(handshake_timeout_ms is 800)")
         self.assertLess(elapsed, 3.0)
         self.assertNotIn(b"HTTP/", data)
         self.assertStillServing(self.s, self.baseline)
