@@ -615,6 +615,8 @@ int Connection::status_for_parse_error(llhttp_errno_t err) const {
     }
     case HPE_INVALID_TRANSFER_ENCODING:
         return 400;
+    case HPE_PAUSED_H2_UPGRADE:
+        return 505; // the HTTP/2 connection preface: this server speaks HTTP/1.1 only
     default:
         return 400;
     }
@@ -682,6 +684,9 @@ const llhttp_settings_t &Connection::parser_settings() {
         s.on_header_value_complete = on_header_value_complete;
         s.on_headers_complete = on_headers_complete;
         s.on_body = on_body;
+        s.on_chunk_header = on_chunk_header;
+        s.on_chunk_extension_name = on_chunk_extension;
+        s.on_chunk_extension_value = on_chunk_extension;
         s.on_message_complete = on_message_complete;
         return s;
     }();
@@ -705,6 +710,7 @@ int Connection::on_message_begin(llhttp_t *p) noexcept {
     s.head_started_ms = c->worker_.timeouts.now();
     s.stream = StreamState{};
     s.notify_writable = s.gave_up = s.release_seen = s.parser_kick = false;
+    s.chunk_extension_bytes = 0;
     s.body_streamed = s.body_paused = s.body_pause_now = s.body_failed = s.head_dispatch_pending = false;
     s.staged.reset(); // no other thread knows this request yet
     // Each request gets its own header deadline from its first byte, even when it arrives in the
@@ -866,8 +872,8 @@ int Connection::headers_complete() {
     r.version = p.http_minor == 0 ? 10 : 11;
     r.llhttp_method = static_cast<uint8_t>(p.method);
     r.is_head = p.method == HTTP_HEAD;
-    if (p.method == HTTP_CONNECT)
-        return 405; // never a tunnel
+    if (p.method == HTTP_CONNECT || p.method == HTTP_TRACE)
+        return 405; // never a tunnel; TRACE would echo cookies back to a script (CVE-2003-1567)
     // No plugin can take the connection over, so Upgrade is ignored (RFC 9110 section 7.8 allows
     // it) and the request is an ordinary one; llhttp would otherwise stop parsing after it.
     p.upgrade = 0;
@@ -971,6 +977,32 @@ int Connection::on_body(llhttp_t *p, const char *at, size_t len) noexcept {
         return -1;
     }
     s.request.body.append(at, len);
+    return 0;
+}
+
+int Connection::on_chunk_header(llhttp_t *p) noexcept {
+    Connection *c = from_parser(p);
+    ActiveSession &s = *c->session_;
+    // A chunk that would take a buffered body past the limit is refused when it is announced, as
+    // a Content-Length over the limit is, not after its bytes were read.
+    if (!s.body_streamed && s.request.body.size() + p->content_length > c->worker_.limits().max_body_bytes) {
+        s.error_status = 413;
+        return -1;
+    }
+    return 0;
+}
+
+int Connection::on_chunk_extension(llhttp_t *p, const char *at, size_t len) noexcept {
+    (void)at;
+    Connection *c = from_parser(p);
+    ActiveSession &s = *c->session_;
+    // Extensions carry nothing we use, and they count against neither the head nor the body:
+    // without a bound a client could make us parse them for ever (CVE-2024-22019).
+    s.chunk_extension_bytes += static_cast<uint32_t>(len);
+    if (s.chunk_extension_bytes > c->worker_.limits().max_header_bytes) {
+        s.error_status = 413;
+        return -1;
+    }
     return 0;
 }
 
@@ -1643,7 +1675,7 @@ void Connection::respond(int status, std::string_view body) {
 void Connection::respond_error(int status) {
     Request &r = session_->request;
     r.response_headers.assign("Content-Type: text/plain; charset=utf-8\r\n");
-    if (status == 405 && r.llhttp_method == HTTP_CONNECT)
+    if (status == 405 && (r.llhttp_method == HTTP_CONNECT || r.llhttp_method == HTTP_TRACE))
         r.response_headers.append("Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n");
     char body[96];
     int n = snprintf(body, sizeof body, "%d %s\n", status, std::string(status_text(status)).c_str());

@@ -142,7 +142,8 @@ struct ActiveSession {
     bool body_failed = false;           // on_body returned TRELLIS_ERROR
     bool head_dispatch_pending = false; // the head is for a body-streaming plugin
     bool gave_up = false;
-    bool release_seen = false; // kMailReleased arrived: the plugin will not touch the session again
+    uint32_t chunk_extension_bytes = 0; // of the request: bounded like a head (CVE-2024-22019)
+    bool release_seen = false;          // kMailReleased arrived: the plugin will not touch the session again
     bool parser_kick = false; // paused at the end of the input: llhttp still owes a callback               //
                               // the handler timed out: the connection no longer waits for it
     std::mutex stage_mutex;
@@ -268,6 +269,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     static int on_header_value_complete(llhttp_t *p) noexcept;
     static int on_headers_complete(llhttp_t *p) noexcept;
     static int on_body(llhttp_t *p, const char *at, size_t len) noexcept;
+    static int on_chunk_header(llhttp_t *p) noexcept;
+    static int on_chunk_extension(llhttp_t *p, const char *at, size_t len) noexcept;
     static int on_message_complete(llhttp_t *p) noexcept;
     int headers_complete();
     int check_header(const HeaderSpan &header);
