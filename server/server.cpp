@@ -95,7 +95,11 @@ std::shared_ptr<Generation> build_generation(const Config &config, const Generat
         }
         routes.push_back(std::move(route));
     }
+    bool body_streamers = false;
+    for (const Route &route : routes)
+        body_streamers = body_streamers || (route.plugin->flags() & TRELLIS_STREAM_BODY);
     generation->router = std::make_unique<Router>(std::move(routes));
+    generation->router->set_has_body_streamers(body_streamers);
     if (metrics)
         metrics->set_active_routes(stats);
     return generation;
@@ -283,7 +287,8 @@ int Server::run() {
     main.server = this;
     main.workers = &workers_;
     uv_loop_init(&main.loop);
-    main.sigint.data = main.sigterm.data = main.sighup.data = main.sigusr1.data = main.worker_exited.data = &main;
+    main.sigint.data = main.sigterm.data = main.sighup.data = main.sigusr1.data = main.worker_exited.data =
+        &main;
     main.generation_released.data = &main;
     uv_async_init(&main.loop, &main.generation_released, [](uv_async_t *handle) {
         static_cast<MainLoop *>(handle->data)->server->collect_generations();

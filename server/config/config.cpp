@@ -316,8 +316,9 @@ void parse_access_log(const Reader &r, const json &value, Config &config) {
                 r.fail("/access_log/format", "expected \"combined\" or \"json\", got \"" + format + "\"");
         }
     } else if (!value.is_string()) {
-        r.fail("/access_log", "expected \"-\", \"off\", a file path or {\"path\", \"format\"}, got " +
-                                  Reader::describe(value));
+        r.fail("/access_log",
+               "expected a string (\"-\", \"off\" or a file path) or {\"path\", \"format\"}, got " +
+                   Reader::describe(value));
     }
     if (path) {
         std::string log = r.nonempty_string(*path, path_ptr);

@@ -92,7 +92,7 @@ struct Config {
     std::string access_log = "-"; // "-" stdout, "off", or a resolved file path
     AccessLogFormat access_log_format = AccessLogFormat::Combined;
     std::string error_log = "-"; // "-" stderr, or a resolved file path
-    bool has_tls = false;         // a top-level "tls" object was given
+    bool has_tls = false;        // a top-level "tls" object was given
     std::string log_level = "info";
 };
 

@@ -84,9 +84,9 @@ void append_u00(std::string &out, unsigned char c) {
 }
 
 uint64_t steady_ns() {
-    return static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-            .count());
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                     std::chrono::steady_clock::now().time_since_epoch())
+                                     .count());
 }
 
 } // namespace
@@ -190,8 +190,10 @@ bool AccessLog::reopen() {
     if (path_.empty())
         return false;
     {
+        // An empty buffer in the queue (submit never queues one) is the request: lines submitted
+        // before it go to the old file, lines after it to the new one.
         std::lock_guard<std::mutex> lock(mutex_);
-        reopen_requested_ = true;
+        queue_.emplace_back();
     }
     wake_.notify_one();
     return true;
@@ -205,7 +207,7 @@ uint64_t AccessLog::dropped_lines() const {
 void AccessLog::run() {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
-        auto ready = [this] { return stopping_ || reopen_requested_ || !queue_.empty(); };
+        auto ready = [this] { return stopping_ || !queue_.empty(); };
         // Drops not yet reported: wake within a second to say so even if nothing else comes.
         if (dropped_lines_ != reported_lines_ || dropped_buffers_ != reported_buffers_)
             wake_.wait_for(lock, std::chrono::seconds(1), ready);
@@ -213,18 +215,17 @@ void AccessLog::run() {
             wake_.wait(lock, ready);
         std::deque<std::string> batch;
         batch.swap(queue_);
-        bool reopen = std::exchange(reopen_requested_, false);
         bool stop = stopping_;
         uint64_t dropped_lines = dropped_lines_, dropped_buffers = dropped_buffers_;
         lock.unlock();
 
         size_t written = 0;
         for (const std::string &buffer : batch) {
+            if (buffer.empty())
+                reopen_now();
             write_all(buffer);
             written += buffer.size();
         }
-        if (reopen)
-            reopen_now();
         if (dropped_lines != reported_lines_ || dropped_buffers != reported_buffers_) {
             uint64_t now = steady_ns();
             if (stop || last_report_ns_ == 0 || now - last_report_ns_ >= 1000000000) {
@@ -248,7 +249,7 @@ void AccessLog::run() {
             spare_.push_back(std::move(buffer));
         }
         // Everything submitted before the stop has been written: workers submit nothing later.
-        if (stop && queue_.empty() && !reopen_requested_)
+        if (stop && queue_.empty())
             return;
     }
 }
@@ -359,7 +360,8 @@ void AccessLogBuffer::append_json(const AccessLogEntry &e) {
     append_json_string(out, e.method);
     out += ",\"target\":";
     append_json_string(out, e.target);
-    out += e.version == 10 ? ",\"protocol\":\"HTTP/1.0\",\"status\":" : ",\"protocol\":\"HTTP/1.1\",\"status\":";
+    out +=
+        e.version == 10 ? ",\"protocol\":\"HTTP/1.0\",\"status\":" : ",\"protocol\":\"HTTP/1.1\",\"status\":";
     append_number(out, static_cast<uint64_t>(e.status));
     out += ",\"body_bytes\":";
     append_number(out, e.body_bytes);

@@ -62,12 +62,11 @@ class AccessLog {
 
     mutable std::mutex mutex_;
     std::condition_variable wake_;
-    std::deque<std::string> queue_;
+    std::deque<std::string> queue_;  // an empty string: reopen the file there
     std::vector<std::string> spare_; // written buffers, handed back to submit() for reuse
     size_t queued_bytes_ = 0;        // in queue_ and being written
     uint64_t dropped_lines_ = 0;
     uint64_t dropped_buffers_ = 0;
-    bool reopen_requested_ = false;
     bool stopping_ = false;
 
     // Writer thread only.

@@ -112,17 +112,16 @@ void log_fatal(std::string_view message) {
         write_line(STDERR_FILENO, line, n);
 }
 
-void log_format(LogLevel level, const char *fmt, ...) {
+namespace {
+
+void log_limited(const void *site, LogLevel level, const char *fmt, va_list args) {
     uint64_t suppressed = 0;
     if (level != LogLevel::Debug && !t_exempt_from_limit &&
-        !g_limiter.admit(fmt, monotonic_second(), suppressed))
+        !g_limiter.admit(site, monotonic_second(), suppressed))
         return;
     char message[3072];
     constexpr size_t kSuffixRoom = 64; // " (N similar messages suppressed)"
-    va_list args;
-    va_start(args, fmt);
     int n = vsnprintf(message, sizeof message - kSuffixRoom, fmt, args);
-    va_end(args);
     if (n < 0)
         return;
     size_t len = std::min(static_cast<size_t>(n), sizeof message - kSuffixRoom - 1);
@@ -130,6 +129,22 @@ void log_format(LogLevel level, const char *fmt, ...) {
         len += static_cast<size_t>(snprintf(message + len, kSuffixRoom, " (%llu similar messages suppressed)",
                                             static_cast<unsigned long long>(suppressed)));
     log_message(level, std::string_view(message, len));
+}
+
+} // namespace
+
+void log_format(LogLevel level, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    log_limited(fmt, level, fmt, args);
+    va_end(args);
+}
+
+void log_format_site(const void *site, LogLevel level, const char *fmt, ...) {
+    va_list args;
+    va_start(args, fmt);
+    log_limited(site ? site : fmt, level, fmt, args);
+    va_end(args);
 }
 
 void exempt_thread_from_log_limit() {

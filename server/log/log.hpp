@@ -5,8 +5,9 @@
 // Lines logged through log_format (every TRELLIS_LOG_* macro) are rate-limited per call site, so
 // a client that can trigger a warning cannot fill the disk with it: at most
 // LogRateLimiter::kLinesPerSecond lines per format string and second, and the next line a site
-// logs after it was silenced carries "(N similar messages suppressed)". Debug lines and the main
-// thread (start, signals, reloads: things the operator does) are not limited.
+// logs after it was silenced carries "(N similar messages suppressed)"; each plugin instance's
+// lines count as one site. Debug lines and the main thread (start, signals, reloads: things the
+// operator does) are not limited.
 #pragma once
 
 #include <cstdarg>
@@ -25,6 +26,10 @@ bool parse_log_level(std::string_view text, LogLevel &out);
 
 void log_message(LogLevel level, std::string_view message);
 void log_format(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// log_format with the rate limit keyed by `site` instead of the format string: for lines that
+// share a format but not a source (each plugin instance's own lines).
+void log_format_site(const void *site, LogLevel level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 // Makes the file at `path` (opened for appending, created 0644) the error log; stderr keeps
 // whatever plugins and libraries print there. Call before the workers start. Returns false with

@@ -276,7 +276,9 @@ unsigned request_worker(const trellis_request *r) {
 void log(trellis_plugin_ctx *ctx, trellis_log_level level, const char *message) {
     int value = static_cast<int>(level);
     LogLevel our = value <= 0 ? LogLevel::Debug : value >= 3 ? LogLevel::Error : static_cast<LogLevel>(value);
-    TRELLIS_LOG(our, "%s: %s", ctx ? ctx->name.c_str() : "plugin", message ? message : "");
+    // Each instance has its own rate limit, so a noisy plugin cannot silence the others.
+    if (static_cast<int>(our) >= static_cast<int>(log_level()))
+        log_format_site(ctx, our, "%s: %s", ctx ? ctx->name.c_str() : "plugin", message ? message : "");
 }
 
 trellis_str config_dir(trellis_plugin_ctx *ctx) {

@@ -150,7 +150,7 @@ TEST_CASE("config: unknown keys") {
     SUBCASE("top level") {
         check_error(R"({"listen": [{"port": 1}], "colour": "red"})", "/colour",
                     "unknown key (expected one of: workers, plugin_dir, listen, limits, plugins, routes, "
-                    "access_log, log_level, tls, thread_pool)");
+                    "access_log, log_level, tls, thread_pool, error_log)");
     }
     SUBCASE("in a listener") {
         check_error(R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
@@ -430,5 +430,54 @@ TEST_CASE("config: route blocking") {
                     "expected true or false, got number 1");
         check_error(head + R"({"prefix": "/a", "plugin": "x", "blocking": null}]})", "/routes/0/blocking",
                     "expected true or false, got null");
+    }
+}
+
+TEST_CASE("config: access_log and error_log") {
+    auto parse = [](const std::string &logs) {
+        return parse_config(R"({"listen": [{"port": 1}], )" + logs + "}", kFile);
+    };
+    SUBCASE("defaults: combined on stdout, errors on stderr") {
+        Config c = parse_config(kMinimal, kFile);
+        CHECK(c.access_log == "-");
+        CHECK(c.access_log_format == trellis::AccessLogFormat::Combined);
+        CHECK(c.error_log == "-");
+    }
+    SUBCASE("the object form") {
+        Config c = parse(R"("access_log": {"path": "logs/a.json", "format": "json"})");
+        CHECK(c.access_log == "/srv/site/logs/a.json");
+        CHECK(c.access_log_format == trellis::AccessLogFormat::Json);
+        c = parse(R"("access_log": {"path": "-"})");
+        CHECK(c.access_log == "-");
+        CHECK(c.access_log_format == trellis::AccessLogFormat::Combined);
+        c = parse(R"("access_log": {"format": "json"})");
+        CHECK(c.access_log == "-");
+        CHECK(c.access_log_format == trellis::AccessLogFormat::Json);
+        CHECK(parse(R"("access_log": {"path": "off", "format": "combined"})").access_log == "off");
+    }
+    SUBCASE("error_log") {
+        CHECK(parse(R"("error_log": "-")").error_log == "-");
+        CHECK(parse(R"("error_log": "logs/error.log")").error_log == "/srv/site/logs/error.log");
+        CHECK(parse(R"("error_log": "/var/log/e")").error_log == "/var/log/e");
+    }
+    SUBCASE("refused, naming the pointer") {
+        check_error(R"({"listen": [{"port": 1}], "access_log": {"format": "xml"}})", "/access_log/format",
+                    "expected \"combined\" or \"json\", got \"xml\"");
+        check_error(R"({"listen": [{"port": 1}], "access_log": {"format": 1}})", "/access_log/format",
+                    "expected a string, got number 1");
+        check_error(R"({"listen": [{"port": 1}], "access_log": {"path": ""}})", "/access_log/path",
+                    "expected a non-empty string");
+        check_error(R"({"listen": [{"port": 1}], "access_log": {"path": ["a"]}})", "/access_log/path",
+                    "expected a string");
+        check_error(R"({"listen": [{"port": 1}], "access_log": {"file": "a"}})", "/access_log/file",
+                    "unknown key (expected one of: path, format)");
+        check_error(
+            R"({"listen": [{"port": 1}], "access_log": true})", "/access_log",
+            "expected a string (\"-\", \"off\" or a file path) or {\"path\", \"format\"}, got boolean true");
+        check_error(R"({"listen": [{"port": 1}], "access_log": ""})", "/access_log",
+                    "expected a non-empty string");
+        check_error(R"({"listen": [{"port": 1}], "error_log": ""})", "/error_log",
+                    "expected a non-empty string");
+        check_error(R"({"listen": [{"port": 1}], "error_log": 3})", "/error_log", "expected a string");
     }
 }
