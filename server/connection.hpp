@@ -178,8 +178,9 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void begin_drain();
     // Shutdown deadline: close whatever state it is in.
     void abort();
-    // Nothing in progress: no request, no answer, no handler (draining may close it).
-    bool idle() const { return !session_ && !closed_; }
+    // Nothing in progress: no request, no answer, no handler, and no bytes of a request waiting in
+    // the socket (draining may close it).
+    bool idle() const { return !session_ && !closed_ && !(transport_ && transport_->has_unread_input()); }
 
     // ---- used by the host API while a plugin handles a request ----
     void respond(int status, std::string_view body);

@@ -249,12 +249,18 @@ void Worker::close_all_connections(bool force) {
 void Worker::check_drain() {
     if (closing_idle_)
         return;
+    // Busy connections sit on the other lists: look there first, the cheap way out.
+    for (int i = 0; i < Timeouts::kLists; ++i)
+        if (i != kKeepaliveTimeout && i != kLingerTimeout && !context_->timeouts.list(i).empty())
+            for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next)
+                if (!static_cast<Connection *>(node)->idle())
+                    return; // still answering someone: idle connections stay for requests on their way
     std::vector<Connection *> idle;
     for (int i = 0; i < Timeouts::kLists; ++i)
         for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next) {
             auto *connection = static_cast<Connection *>(node);
             if (!connection->idle())
-                return; // still answering someone: idle connections stay for requests on their way
+                return;
             idle.push_back(connection);
         }
     closing_idle_ = true;
