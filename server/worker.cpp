@@ -238,16 +238,19 @@ void Worker::close_all_connections(bool force) {
     for (int i = 0; i < Timeouts::kLists; ++i)
         for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next)
             all.push_back(static_cast<Connection *>(node));
+    // A connection closing calls check_drain, which could close others still in `all`: not now.
+    sweeping_connections_ = true;
     for (Connection *connection : all) {
         if (force)
             connection->abort();
         else
             connection->begin_drain();
     }
+    sweeping_connections_ = false;
 }
 
 void Worker::check_drain() {
-    if (closing_idle_)
+    if (sweeping_connections_)
         return;
     // Busy connections sit on the other lists: look there first, the cheap way out.
     for (int i = 0; i < Timeouts::kLists; ++i)
@@ -263,10 +266,10 @@ void Worker::check_drain() {
                 return;
             idle.push_back(connection);
         }
-    closing_idle_ = true;
+    sweeping_connections_ = true;
     for (Connection *connection : idle)
         connection->abort();
-    closing_idle_ = false;
+    sweeping_connections_ = false;
 }
 
 void Worker::on_drained() {

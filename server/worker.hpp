@@ -92,8 +92,8 @@ class Worker {
     bool accepting_posts_ = true; // under posted_mutex_
     uv_timer_t shutdown_timer_;
     bool stopping_ = false;
-    bool closing_idle_ = false;
-    bool started_ = false; // start() was called: run() owns closing the loop
+    bool sweeping_connections_ = false; // closing connections in a loop: check_drain must wait
+    bool started_ = false;              // start() was called: run() owns closing the loop
     std::atomic<bool> started_ok_{true};
     void (*on_exit_)(void *) = nullptr;
     void *on_exit_data_ = nullptr;

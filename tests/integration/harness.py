@@ -979,14 +979,22 @@ class Server:
         self.transports: list[str] = []  # per listener: "plain", "tls" or "auto" (from the log)
 
     # -- lifecycle
-    def start(self, wait: bool = True, timeout: float = START_TIMEOUT) -> "Server":
+    def start(self, wait: bool = True, timeout: float = START_TIMEOUT,
+              preexec: Callable[[], None] | None = None) -> "Server":
+        """preexec: called in the child before exec, after the die-with-parent setup (e.g. to
+        lower its RLIMIT_NOFILE)."""
         require_binary()
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
+
+        def child_setup():
+            _die_with_parent()
+            if preexec is not None:
+                preexec()
         self.proc = subprocess.Popen([str(TRELLIS_BIN), "--config", str(self.config_path)],
                                      cwd=self.cwd, stdin=subprocess.DEVNULL,
                                      stdout=self._out, stderr=self._err,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=child_setup)
         if wait:
             self.wait_listening(timeout)
         return self
@@ -1227,13 +1235,14 @@ class TrellisTestCase(unittest.TestCase):
         return s
 
     def start_server(self, config: dict | None = None, www: dict | None = None, cwd=None,
-                     prepare: Callable[[Server], None] | None = None) -> Server:
+                     prepare: Callable[[Server], None] | None = None,
+                     preexec: Callable[[], None] | None = None) -> Server:
         """Writes config + www, calls prepare(server) (e.g. to add files/symlinks), starts and
-        waits for the listening line(s)."""
+        waits for the listening line(s). preexec: see Server.start."""
         s = self.make_server(config, www, cwd)
         if prepare is not None:
             prepare(s)
-        return s.start()
+        return s.start(preexec=preexec)
 
     def conn(self, server: Server, **kw) -> Conn:
         c = server.conn(**kw)

@@ -1,8 +1,10 @@
 """Tier 50: start-up logging, graceful shutdown, multiple workers, access log."""
 
+import errno
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -10,10 +12,39 @@ import time
 sys.dont_write_bytecode = True  # keep the source tree free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import (LOG_LINE_RE, Conn, TrellisTestCase, base_config, build_request,  # noqa: E402
-                     parse_responses, sha256, wait_for)
+from harness import (LOG_LINE_RE, LOOPBACK, Conn, TrellisTestCase, base_config,  # noqa: E402
+                     build_request, parse_responses, sha256, wait_for)
 
 BIG_SIZE = 20 * 1024 * 1024
+HELLO = b"Hello, World!"
+
+
+def delay_config(**overrides) -> dict:
+    """base_config() plus the delay plugin on /delay (GET /delay?chunks=N&ms=M streams
+    "chunk 1\n" ... "chunk N\n", one every M ms)."""
+    cfg = base_config(**overrides)
+    cfg["plugins"].append({"name": "delay", "path": "delay"})
+    cfg["routes"].insert(0, {"prefix": "/delay", "plugin": "delay"})
+    return cfg
+
+
+def chunks_body(n: int) -> bytes:
+    return b"".join(b"chunk %d\n" % i for i in range(1, n + 1))
+
+
+def probe_connect(port: int) -> str:
+    """One TCP connect: "accepted" (the handshake completed) or "refused" (ECONNREFUSED)."""
+    so = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    so.settimeout(2)
+    try:
+        err = so.connect_ex((LOOPBACK, port))
+    finally:
+        so.close()
+    if err == 0:
+        return "accepted"
+    if err == errno.ECONNREFUSED:
+        return "refused"
+    return os.strerror(err)
 
 ACCESS_RE = re.compile(
     r'^127\.0\.0\.1 - - \[(\d{2})/(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)/(\d{4}):'
@@ -122,6 +153,80 @@ class Shutdown(TrellisTestCase):
         self.assertIsNotNone(code, "a stalled client kept the server alive past shutdown_timeout_ms")
         self.assertLess(time.monotonic() - t0, 0.5 + 2.0)
 
+    def test_sigterm_stops_accepting_within_100_ms(self):
+        s = self.start_server(delay_config(workers=2, limits={"shutdown_timeout_ms": 10000}))
+        # A 3 s stream keeps the server draining (not exited) while new connects are probed.
+        stream = self.conn(s, timeout=15)
+        stream.request("GET", "/delay?chunks=30&ms=100")
+        head = stream.read_head()
+        self.assertEqual((head.status, head.header("Transfer-Encoding")), (200, "chunked"), head)
+        self.assertEqual(probe_connect(s.port), "accepted")
+        t0 = time.monotonic()
+        s.send_signal(signal.SIGTERM)
+        probes = []
+        while time.monotonic() - t0 < 0.6:
+            start = time.monotonic() - t0
+            probes.append((round(start, 3), probe_connect(s.port)))
+            time.sleep(0.005)  # pacing of the probes
+        self.assertTrue(s.running(), "the server exited with a stream in flight: the probes prove nothing")
+        late = [(t, what) for t, what in probes if t >= 0.1]
+        self.assertGreater(len(late), 20, probes)
+        self.assertEqual([p for p in late if p[1] != "refused"], [],
+                         f"connects still accepted (or failing otherwise) 100 ms or more after SIGTERM; "
+                         f"all probes (s since SIGTERM, outcome): {probes}")
+        # The stream in flight is not disturbed.
+        self.assertEqual(stream.read_chunked_body(timeout=10), chunks_body(30))
+        stream.close()
+        self.assertEqual(s.wait_exit(10), 0)
+
+    def test_sigterm_drains_a_stream_and_answers_idle_keepalive_with_close(self):
+        shutdown_ms = 10000
+        s = self.start_server(delay_config(limits={"shutdown_timeout_ms": shutdown_ms,
+                                                   "keepalive_timeout_ms": 60000}))
+        idle = self.conn(s, timeout=10)
+        idle.request("GET", "/hello")
+        r = idle.read_response()
+        self.assertEqual((r.status, r.body), (200, HELLO), r)
+        self.assertNotIn("close", r.connection_tokens())
+        # 50 chunks, one every 100 ms: a 5 s response.
+        stream = self.conn(s, timeout=15)
+        t_start = time.monotonic()
+        stream.request("GET", "/delay?chunks=50&ms=100")
+        head = stream.read_head()
+        self.assertEqual((head.status, head.header("Transfer-Encoding")), (200, "chunked"), head)
+        deadline = t_start + 5
+        while b"chunk 10\n" not in stream.buf:  # about 1 s into the stream
+            self.assertTrue(stream._recv(deadline), "the stream ended early")
+        mark = s.log_mark()
+        t_sig = time.monotonic()
+        s.send_signal(signal.SIGTERM)
+        self.assertIsNotNone(s.wait_stderr_since(mark, r"SIGTERM: shutting down", 2), s.stderr_since(mark))
+        self.assertTrue(wait_for(lambda: probe_connect(s.port) == "refused", 1.0),
+                        "the listener still accepts during the drain")
+        # A request on the idle keep-alive connection during the drain: answered, with close.
+        self.assertTrue(idle.is_open_after(0.2), "the idle keep-alive connection was dropped while "
+                                                 "another response was still being sent")
+        idle.request("GET", "/hello")
+        r = idle.read_response()
+        self.assertEqual((r.status, r.body), (200, HELLO), r)
+        self.assertIn("close", r.connection_tokens(), r)
+        rest, closed = idle.read_until_closed(5)
+        self.assertEqual((rest, closed), (b"", True))
+        idle.close()
+        self.assertTrue(s.running(), "the server exited with the stream in flight")
+        # The stream arrives whole, at its own pace, and its connection closes after it.
+        body = stream.read_chunked_body(timeout=10)
+        t_end = time.monotonic()
+        self.assertEqual(body, chunks_body(50))
+        self.assertGreater(t_end - t_start, 4.5, "the stream was hurried")
+        rest, closed = stream.read_until_closed(5)
+        self.assertEqual((rest, closed), (b"", True))
+        stream.close()
+        code = s.wait_exit(shutdown_ms / 1000 + 2)
+        t_exit = time.monotonic()
+        self.assertEqual(code, 0, s.stderr_text()[-2000:])
+        self.assertLess(t_exit - t_sig, shutdown_ms / 1000, "exit came after shutdown_timeout_ms")
+        self.assertLess(t_exit - t_end, 3.0, "the server lingered after its last response")
 
 class Workers(TrellisTestCase):
     def test_two_workers_many_connections(self):
