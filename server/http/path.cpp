@@ -1,7 +1,6 @@
 #include "http/path.hpp"
 
 namespace trellis {
-namespace {
 
 int hex_value(char c) {
     if (c >= '0' && c <= '9')
@@ -12,8 +11,6 @@ int hex_value(char c) {
         return c - 'A' + 10;
     return -1;
 }
-
-} // namespace
 
 const char *path_error_text(PathError error) {
     switch (error) {

@@ -13,6 +13,8 @@ enum class PathError { None, NotAbsolute, BadEscape, EncodedSlash, Nul, Backslas
 // attacks or mistakes, and a plugin mapping paths to files must never see them. A trailing '/' is
 // kept ("/docs/" stays a directory request).
 PathError normalize_path(std::string_view raw, std::string &out);
+// The value of a hexadecimal digit, or -1.
+int hex_value(char c);
 const char *path_error_text(PathError error);
 
 } // namespace trellis

@@ -6,6 +6,7 @@
 // TRELLIS_ASYNC) it is staged in the session under its mutex and the loop is woken through the
 // worker's mailbox to apply it.
 #include "connection.hpp"
+#include "http/path.hpp"
 #include "http/request.hpp"
 #include "log/log.hpp"
 #include "mailbox.hpp"
@@ -396,16 +397,6 @@ int response_end(trellis_request *r) {
 
 void request_resume_body(trellis_request *r) {
     post(r, kMailResumeBody);
-}
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 // Decodes application/x-www-form-urlencoded text: "%41" -> 'A', '+' -> ' ' (a bad escape stays as
