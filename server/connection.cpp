@@ -33,9 +33,6 @@ constexpr size_t kMaxQueuedFiles = 8;
 // Files up to this size are read into the output buffer, so a batch of small responses still
 // leaves in one write; larger ones go out with send_file.
 constexpr uint64_t kInlineFileBytes = 64 * 1024;
-constexpr uint64_t kLingerMs = 2000;
-// A streamed response with this much waiting for the client makes response_write say TRELLIS_AGAIN.
-constexpr size_t kStreamHighWater = 64 * 1024;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 Connection *from_parser(llhttp_t *p) {

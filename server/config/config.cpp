@@ -360,6 +360,12 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         size_t colon = what.find(": ");
         std::string detail = colon == std::string::npos ? what : what.substr(colon + 2);
         throw ConfigError(source_path + ":" + line_and_column(text, e.byte) + ": invalid JSON: " + detail);
+    } catch (const json::exception &e) {
+        // A number too large for a double ("port": 1e400) is out_of_range, not a parse error.
+        std::string what = e.what();
+        size_t bracket = what.find("] ");
+        throw ConfigError(source_path + ": invalid JSON: " +
+                          (bracket == std::string::npos ? what : what.substr(bracket + 2)));
     }
     Reader r(source_path);
     r.object(root, "");

@@ -481,3 +481,14 @@ TEST_CASE("config: access_log and error_log") {
         check_error(R"({"listen": [{"port": 1}], "error_log": 3})", "/error_log", "expected a string");
     }
 }
+
+TEST_CASE("config: a number too large for a double is a config error naming the file") {
+    try {
+        trellis::parse_config(R"({"listen": [{"port": 1e400}]})", "/srv/site/server.json");
+        FAIL("accepted");
+    } catch (const trellis::ConfigError &e) {
+        std::string message = e.what();
+        CHECK(message.rfind("/srv/site/server.json: invalid JSON: ", 0) == 0);
+        CHECK(message.find("1e400") != std::string::npos);
+    }
+}
