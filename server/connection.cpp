@@ -123,7 +123,7 @@ void append_number(std::string &out, uint64_t value) {
 // ActiveSession and pool
 
 void StagedAnswer::reset() {
-    released = answered = gone = head_taken = ended = want_writable = false;
+    released = answered = gone = pool_started = head_taken = ended = want_writable = false;
     kind = Kind::None;
     status = 0;
     length = -1;
@@ -1272,6 +1272,7 @@ void Connection::run_on_pool(void *arg) noexcept {
     {
         std::lock_guard<std::mutex> lock(s->stage_mutex);
         gone = s->staged.gone;
+        s->staged.pool_started = !gone;
     }
     // A request whose client left (or that timed out) while it waited for a thread is not run.
     s->pool_result = gone ? TRELLIS_ERROR : plugin->plugin->on_request(plugin->instance, &s->request);
@@ -1412,18 +1413,20 @@ void Connection::abandon_held_session() {
     ActiveSession *s = session_;
     session_ = nullptr;
     worker_.stats.connections_active.sub();
-    bool released;
+    bool released, never_started;
     {
         std::lock_guard<std::mutex> lock(s->stage_mutex);
         s->staged.gone = true;
         released = s->staged.released;
+        // A job still waiting for a pool thread will not run at all: the plugin never saw it.
+        never_started = s->hold == Hold::Pool && !s->staged.pool_started;
     }
     s->request.connection = nullptr;
     s->orphaned = true;
     s->stream.active = false;
     // The plugin hears of it unless it has let go already; its release (or the pool's return)
     // then reaches on_mail, which gives the session back to the pool.
-    if (!released && s->holder && s->holder->on_abort())
+    if (!released && !never_started && s->holder && s->holder->on_abort())
         s->holder->on_abort()(s->holder->instance, &s->request);
 }
 

@@ -70,9 +70,10 @@ struct StreamState {
 // What a plugin thread hands to the loop for a held request. Guarded by ActiveSession::stage_mutex.
 struct StagedAnswer {
     enum class Kind : uint8_t { None, Full, File, Stream };
-    bool released = false; // request_release was called
-    bool answered = false; // an answer (full, file, or the head of a stream) was given
-    bool gone = false;     // the client left or the request timed out: answers fail now
+    bool released = false;     // request_release was called
+    bool answered = false;     // an answer (full, file, or the head of a stream) was given
+    bool gone = false;         // the client left or the request timed out: answers fail now
+    bool pool_started = false; // a pool thread has begun on_request (so on_abort is owed)
     bool head_taken = false;
     bool ended = false;         // response_end
     bool want_writable = false; // response_write said TRELLIS_AGAIN

@@ -330,7 +330,7 @@ typedef struct trellis_plugin {
      * request_release. Called at most once, and not once the host has taken the plugin's
      * request_release; it may overlap a release another thread is making (the handle stays valid
      * during the call). For a blocking handler it may come while on_request still runs on the
-     * pool. THREAD: worker thread. */
+     * pool, and never comes for one whose on_request did not start. THREAD: worker thread. */
     void (*on_abort)(void *instance, trellis_request *req);
     /* The response bytes written so far have left: response_write may be called again after it
      * returned TRELLIS_AGAIN. THREAD: worker thread. */
