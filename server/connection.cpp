@@ -1482,10 +1482,7 @@ void Connection::fail_streamed_body() {
         fail_held_request(500);
         return;
     }
-    {
-        std::lock_guard<std::mutex> lock(s.stage_mutex);
-        s.staged.gone = true;
-    }
+    // Nobody holds the request (a body dropped after an early answer grew past the limit).
     s.body_streamed = false;
     close_after_flush_ = true;
     keep_alive_ = false;

@@ -181,6 +181,18 @@ int respond(trellis_request *r, int status, const char *body, size_t body_len) {
     return 0;
 }
 
+// A plugin's bad call answers 500, on whichever path the request is.
+void answer_500(trellis_request *r) {
+    if (!is_inline(r))
+        stage_answer(r, [](StagedAnswer &staged) {
+            staged.kind = StagedAnswer::Kind::Full;
+            staged.status = 500;
+            staged.body = "500 Internal Server Error\n";
+        });
+    else if (!r->answered)
+        r->connection->respond_error(500);
+}
+
 int respond_file_with(trellis_request *r, const trellis_file_options *options) {
     if (!options)
         return -1;
@@ -189,14 +201,7 @@ int respond_file_with(trellis_request *r, const trellis_file_options *options) {
     if (options->struct_size < offsetof(trellis_file_options, fd) + sizeof options->fd) {
         TRELLIS_LOG_ERROR("respond_file_with: options.struct_size (%u) does not reach fd",
                           static_cast<unsigned>(options->struct_size));
-        if (!is_inline(r))
-            stage_answer(r, [](StagedAnswer &staged) {
-                staged.kind = StagedAnswer::Kind::Full;
-                staged.status = 500;
-                staged.body = "500 Internal Server Error\n";
-            });
-        else if (!r->answered)
-            r->connection->respond_error(500);
+        answer_500(r);
         return -1;
     }
     trellis_file_options o = {};
@@ -217,11 +222,7 @@ int respond_file_with(trellis_request *r, const trellis_file_options *options) {
         if (o.fd < 0 || fstat(o.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
             if (o.fd >= 0 && !o.borrow_fd)
                 close(o.fd);
-            stage_answer(r, [&](StagedAnswer &staged) {
-                staged.kind = StagedAnswer::Kind::Full;
-                staged.status = 500;
-                staged.body = "500 Internal Server Error\n";
-            });
+            answer_500(r);
             return -1;
         }
         // A borrowed descriptor may be closed once this returns: keep a duplicate.
