@@ -30,20 +30,49 @@ std::string listener_url(const ListenConfig &config, uint16_t port) {
     return scheme + (v6 ? "[" + config.address + "]" : config.address) + ":" + std::to_string(port);
 }
 
+namespace {
+
+// The socket address of a listener; the configuration has checked the syntax.
+socklen_t socket_address(const ListenConfig &config, uint16_t port, sockaddr_storage &address) {
+    address = {};
+    if (uv_ip4_addr(config.address.c_str(), port, reinterpret_cast<sockaddr_in *>(&address)) == 0)
+        return sizeof(sockaddr_in);
+    if (uv_ip6_addr(config.address.c_str(), port, reinterpret_cast<sockaddr_in6 *>(&address)) == 0)
+        return sizeof(sockaddr_in6);
+    throw StartupError("listen " + config.address + ": not an IPv4 or IPv6 address");
+}
+
+} // namespace
+
+void ensure_address_free(const ListenConfig &config) {
+    if (config.port == 0)
+        return; // the kernel picks a port no one holds
+    // The workers bind with SO_REUSEPORT, which the kernel also grants to any other process of
+    // the same user already on this port: two servers would then split the connections between
+    // them without a word. A socket without SO_REUSEPORT is refused by any holder, ours included,
+    // so bind one first, alone, and let it go before the workers bind theirs.
+    sockaddr_storage address;
+    socklen_t length = socket_address(config, config.port, address);
+    std::string where = listener_url(config, config.port);
+    int fd = socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        throw StartupError("listen " + where + ": socket: " + strerror(errno));
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on); // a TIME_WAIT is not a holder
+    int rc = bind(fd, reinterpret_cast<sockaddr *>(&address), length);
+    int error = errno;
+    ::close(fd);
+    if (rc != 0)
+        throw StartupError("listen " + where + ": " + strerror(error));
+}
+
 Listener *Listener::open(WorkerContext &worker, const ListenerSettings &settings,
                          std::shared_ptr<const WorkerTls> tls, uint16_t port) {
     const ListenConfig &config = settings.config;
-    sockaddr_storage address = {};
-    socklen_t length;
+    sockaddr_storage address;
+    socklen_t length = socket_address(config, port, address);
     auto *v4 = reinterpret_cast<sockaddr_in *>(&address);
     auto *v6 = reinterpret_cast<sockaddr_in6 *>(&address);
-    if (uv_ip4_addr(config.address.c_str(), port, v4) == 0) {
-        length = sizeof(sockaddr_in);
-    } else if (uv_ip6_addr(config.address.c_str(), port, v6) == 0) {
-        length = sizeof(sockaddr_in6);
-    } else {
-        throw StartupError("listen " + config.address + ": not an IPv4 or IPv6 address");
-    }
     std::string where = listener_url(config, port);
     int fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)

@@ -22,6 +22,10 @@ struct ListenerSettings {
     std::shared_ptr<TlsContext> tls;
 };
 
+// Throws StartupError ("listen URL: Address already in use") when any socket, of this process or
+// another, holds the listener's address and port. Call before the workers bind.
+void ensure_address_free(const ListenConfig &config);
+
 class Listener {
   public:
     // Creates, binds and listens; throws StartupError naming the address on failure. With

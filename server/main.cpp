@@ -44,10 +44,17 @@ int main(int argc, char **argv) {
         }
         if (arg == "--check") {
             check = true;
-        } else if (arg == "--config" && i + 1 < argc) {
-            config_path = argv[++i];
-        } else if (arg.rfind("--config=", 0) == 0) {
-            config_path = arg.substr(9);
+        } else if (arg == "--config" || arg.rfind("--config=", 0) == 0) {
+            bool joined = arg.size() > 8;
+            if (!joined && i + 1 >= argc) {
+                fprintf(stderr, "trellis: --config needs a file name (--config FILE)\n%s", kUsage);
+                return 1;
+            }
+            config_path = joined ? arg.substr(9) : argv[++i];
+            if (config_path.empty()) {
+                fprintf(stderr, "trellis: --config needs a file name (--config FILE)\n%s", kUsage);
+                return 1;
+            }
         } else {
             fprintf(stderr, "trellis: unknown argument '%s'\n%s", arg.c_str(), kUsage);
             return 1;

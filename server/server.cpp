@@ -105,7 +105,26 @@ std::shared_ptr<Generation> build_generation(const Config &config, const Generat
     return generation;
 }
 
+namespace {
+
+// What a start would find about the files the server writes, found without writing them.
+void check_log_files(const Config &config) {
+    auto check = [&config](const std::string &path, const char *pointer) {
+        std::string reason;
+        if (!log_file_writable(path, reason))
+            throw StartupError(config.source_path + ": " + pointer + ": cannot open " + path +
+                               " for writing: " + reason);
+    };
+    if (config.access_log != "-" && config.access_log != "off")
+        check(config.access_log, "/access_log");
+    if (config.error_log != "-")
+        check(config.error_log, "/error_log");
+}
+
+} // namespace
+
 void check_configuration(const Config &config) {
+    check_log_files(config);
     build_generation(config, nullptr, nullptr, 1);
     for (const ListenConfig &listen : config.listen)
         if (listen.transport != TransportKind::Plain)
@@ -130,6 +149,7 @@ void Server::start() {
     LogLevel level = LogLevel::Info;
     parse_log_level(config_.log_level, level);
     set_log_level(level);
+    check_log_files(config_);
     if (config_.error_log != "-") {
         std::string error;
         if (!open_error_log(config_.error_log, error))
@@ -168,6 +188,8 @@ void Server::start() {
     for (unsigned i = 0; i < config_.workers; ++i)
         workers_.push_back(std::make_unique<Worker>(i, config_, generation_, shared));
     // Then every socket; "listening on" is said only once all of them are.
+    for (auto &settings : listeners_)
+        ensure_address_free(settings->config);
     for (auto &settings : listeners_) {
         uint16_t port = settings->config.port;
         for (auto &worker : workers_)

@@ -2,6 +2,9 @@
 
 #include "log/log.hpp"
 
+#include <arpa/inet.h>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -167,13 +170,28 @@ void parse_tls(const Reader &r, const json &value, const std::string &ptr, const
         tls.hsts = r.string(value["hsts"], ptr + "/hsts");
 }
 
+// A literal address: no name is looked up at start, so --check and the start always agree, and a
+// name that resolves to several addresses cannot bind some of them silently.
+void check_listen_address(const Reader &r, const std::string &address, const std::string &pointer) {
+    unsigned char binary[sizeof(in6_addr)];
+    if (inet_pton(AF_INET, address.c_str(), binary) == 1 || inet_pton(AF_INET6, address.c_str(), binary) == 1)
+        return;
+    if (address.rfind("unix:", 0) == 0)
+        r.fail(pointer, "Unix-domain socket listeners are not supported; expected an IPv4 or IPv6 address");
+    r.fail(pointer, "expected an IPv4 or IPv6 address such as \"127.0.0.1\" or \"::1\" (host names are "
+                    "not resolved), got \"" +
+                        address + "\"");
+}
+
 ListenConfig parse_listen(const Reader &r, const json &value, const std::string &ptr,
                           const std::string &base_dir, const TlsConfig *top_tls) {
     r.object(value, ptr);
     r.only_keys(value, ptr, {"address", "port", "transport", "redirect_to_https", "tls"});
     ListenConfig listen;
-    if (value.contains("address"))
+    if (value.contains("address")) {
         listen.address = r.nonempty_string(value["address"], ptr + "/address");
+        check_listen_address(r, listen.address, ptr + "/address");
+    }
     if (!value.contains("port"))
         r.fail(ptr, "missing key \"port\" (an integer from 0 to 65535)");
     listen.port = static_cast<uint16_t>(r.integer(value["port"], ptr + "/port", 0, 65535));
@@ -452,8 +470,10 @@ Config parse_config(const std::string &text, const std::string &source_path) {
 
 Config load_config(const std::string &path) {
     std::ifstream in(path, std::ios::binary);
-    if (!in)
-        throw ConfigError(path + ": cannot read the configuration file");
+    if (!in) {
+        int error = errno;
+        throw ConfigError(path + ": cannot read the configuration file: " + strerror(error));
+    }
     std::stringstream buffer;
     buffer << in.rdbuf();
     return parse_config(buffer.str(), path);

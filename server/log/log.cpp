@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <utility>
 
@@ -206,6 +207,42 @@ bool reopen_error_log(std::string &error) {
         error = std::string("dup3: ") + strerror(errno);
     close(fd);
     return ok;
+}
+
+bool log_file_writable(const std::string &path, std::string &reason) {
+    struct stat st;
+    if (stat(path.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            reason = strerror(EISDIR);
+            return false;
+        }
+        int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0) {
+            reason = strerror(errno);
+            return false;
+        }
+        close(fd);
+        return true;
+    }
+    if (errno != ENOENT) {
+        reason = strerror(errno);
+        return false;
+    }
+    size_t slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    if (stat(dir.c_str(), &st) != 0) {
+        reason = strerror(errno);
+        return false;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        reason = strerror(ENOTDIR);
+        return false;
+    }
+    if (access(dir.c_str(), W_OK | X_OK) != 0) {
+        reason = strerror(errno);
+        return false;
+    }
+    return true;
 }
 
 } // namespace trellis

@@ -39,6 +39,11 @@ bool open_error_log(const std::string &path, std::string &error);
 // so a line being written concurrently goes wholly to one of them). False with `error` set when
 // the file cannot be opened or no file was opened; the old file is then kept.
 bool reopen_error_log(std::string &error);
+
+// Whether a log file could be opened for appending at `path`, found without creating or writing
+// anything (trellis --check): an existing file that opens for writing, or a directory to make it
+// in. False with the reason (strerror text) otherwise.
+bool log_file_writable(const std::string &path, std::string &reason);
 // Writes the line to the error log and, when that is a file, to stderr as well: for the error
 // that stops the start, which the person starting the server must see.
 void log_fatal(std::string_view message);

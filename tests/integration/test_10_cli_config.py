@@ -97,6 +97,143 @@ class Check(TrellisTestCase):
         self.assertIn(str(missing), r.stderr, r)
 
 
+class Messages(TrellisTestCase):
+    """Issue 10, item 9: what the command line says when it cannot go on."""
+
+    def test_missing_config_file_says_why(self):
+        missing = self.tmp / "nowhere" / "server.json"
+        for args in (("--check", "--config", str(missing)), ("--config", str(missing))):
+            r = run_trellis(*args)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn(f"{missing}: cannot read the configuration file: No such file or directory",
+                          r.stderr, r)
+
+    def test_config_without_a_value(self):
+        for args in (("--config",), ("--check", "--config"), ("--config=",)):
+            r = run_trellis(*args)
+            self.assertEqual(r.returncode, 1, r)
+            self.assertIn("--config needs a file name", r.stderr, r)
+            self.assertNotIn("unknown argument", r.stderr, r)
+
+
+class CheckAgreesWithStart(TrellisTestCase):
+    """Issue 10, item 5: every configuration --check calls OK starts, and every one it refuses
+    fails to start with the same line."""
+
+    def write(self, cfg):
+        d = self.tmp / f"c{len(list(self.tmp.iterdir()))}"
+        d.mkdir()
+        (d / "www").mkdir()
+        p = d / "server.json"
+        p.write_text(json.dumps(cfg))
+        return p
+
+    def both(self, cfg):
+        p = self.write(cfg)
+        checked = run_trellis("--check", "--config", str(p))
+        started = run_trellis("--config", str(p), timeout=5)
+        return checked, started
+
+    def assert_refused(self, cfg, *expected):
+        checked, started = self.both(cfg)
+        self.assertEqual(checked.returncode, 1, checked)
+        self.assertNotIn("configuration OK", checked.stdout, checked)
+        self.assertFalse(started.timed_out, f"a start that --check refuses must fail: {started}")
+        self.assertEqual(started.returncode, 1, started)
+        self.assertNotIn("listening on", started.output, started)
+        for text in expected:
+            self.assertIn(text, checked.stderr, checked)
+            self.assertIn(text, started.stderr, started)
+
+    def test_host_name_address(self):
+        self.assert_refused(base_config(listen=[{"address": "localhost", "port": 0}]),
+                            "/listen/0/address: expected an IPv4 or IPv6 address",
+                            'got "localhost"')
+
+    def test_unix_address(self):
+        self.assert_refused(base_config(listen=[{"address": "unix:/run/x.sock", "port": 0}]),
+                            "/listen/0/address: Unix-domain socket listeners are not supported")
+
+    def test_log_in_missing_directory(self):
+        for key in ("access_log", "error_log"):
+            with self.subTest(key=key):
+                path = self.tmp / "no-such-dir" / "x.log"
+                self.assert_refused(base_config(**{key: str(path)}),
+                                    f"/{key}: cannot open {path} for writing: No such file or directory")
+                self.assertFalse((self.tmp / "no-such-dir").exists())
+
+    def test_log_under_a_file_or_at_a_directory(self):
+        afile = self.tmp / "plain-file"
+        afile.write_text("x")
+        self.assert_refused(base_config(access_log=str(afile / "x.log")),
+                            f"/access_log: cannot open {afile / 'x.log'} for writing: Not a directory")
+        self.assert_refused(base_config(error_log=str(self.tmp)),
+                            f"/error_log: cannot open {self.tmp} for writing: Is a directory")
+        self.assertEqual(afile.read_text(), "x")
+
+    def test_check_writes_no_log_file(self):
+        log = self.tmp / "logs" / "access.log"
+        log.parent.mkdir()
+        p = self.write(base_config(access_log=str(log), error_log=str(log.parent / "error.log")))
+        r = run_trellis("--check", "--config", str(p))
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(list(log.parent.iterdir()), [], "--check must not create log files")
+
+    def test_ip_literals_check_and_start(self):
+        for address in ("127.0.0.1", "::1"):
+            with self.subTest(address=address):
+                cfg = base_config(listen=[{"address": address, "port": 0, "transport": "plain"}])
+                p = self.write(cfg)
+                r = run_trellis("--check", "--config", str(p))
+                self.assertEqual(r.returncode, 0, r)
+
+
+class PortHeldByAnother(TrellisTestCase):
+    """Issue 10, item 3: SO_REUSEPORT must not let a second server share a port by accident."""
+
+    def test_second_instance_on_the_same_port_exits_naming_the_listener(self):
+        first = self.start_server(base_config(workers=2))
+        port = first.port
+        second = self.make_server(base_config(workers=2, listen=[
+            {"address": "127.0.0.1", "port": port, "transport": harness.TRANSPORT}]))
+        second.start(wait=False)
+        code = second.wait_exit(10)
+        self.assertEqual(code, 1, second.stderr_text())
+        scheme = "https" if harness.TRANSPORT == "tls" else "http"
+        self.assertIn(f"listen {scheme}://127.0.0.1:{port}: Address already in use", second.stderr_text())
+        self.assertNotIn("listening on", second.stderr_text())
+        # The first one still has the port to itself and serves.
+        self.assertEqual(first.get("/hello").status, 200)
+
+    def test_a_plain_socket_holding_the_port(self):
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        try:
+            s = self.make_server(base_config(listen=[{"address": "127.0.0.1", "port": port}]))
+            s.start(wait=False)
+            self.assertEqual(s.wait_exit(10), 1)
+            self.assertIn(f"listen http://127.0.0.1:{port}: Address already in use", s.stderr_text())
+        finally:
+            holder.close()
+
+    def test_reuseport_holder_of_another_process(self):
+        """What a second trellis does to the first, done by a bare SO_REUSEPORT socket."""
+        holder = socket.socket()
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        try:
+            s = self.make_server(base_config(workers=2, listen=[{"address": "127.0.0.1", "port": port}]))
+            s.start(wait=False)
+            self.assertEqual(s.wait_exit(10), 1, s.stderr_text())
+            self.assertIn("Address already in use", s.stderr_text())
+        finally:
+            holder.close()
+
+
 class RelativePaths(TrellisTestCase):
     def test_relative_paths_resolve_against_config_dir(self):
         """plugin_dir, plugin file paths containing '/', static root and access_log are relative

@@ -182,6 +182,19 @@ TEST_CASE("config: wrong types") {
                 "expected a string, got number 5");
     check_error(R"({"listen": [{"port": 1, "address": ""}]})", "/listen/0/address",
                 "expected a non-empty string");
+}
+
+TEST_CASE("config: a listen address is an IP literal, as at start") {
+    check_error(R"({"listen": [{"port": 1, "address": "localhost"}]})", "/listen/0/address",
+                "expected an IPv4 or IPv6 address such as \"127.0.0.1\" or \"::1\" (host names are not "
+                "resolved), got \"localhost\"");
+    check_error(R"({"listen": [{"port": 1, "address": "unix:/run/x.sock"}]})", "/listen/0/address",
+                "Unix-domain socket listeners are not supported");
+    check_error(R"({"listen": [{"port": 1, "address": "127.0.0.256"}]})", "/listen/0/address",
+                "got \"127.0.0.256\"");
+    check_error(R"({"listen": [{"port": 1, "address": "[::1]"}]})", "/listen/0/address", "got \"[::1]\"");
+    CHECK(parse_config(R"({"listen": [{"port": 1, "address": "::"}]})", "t.json").listen[0].address == "::");
+    CHECK(parse_config(R"({"listen": [{"port": 1, "address": "fe80::1"}]})", "t.json").listen.size() == 1);
     check_error(R"({"listen": [{"port": 1}], "limits": {"max_body_bytes": true}})", "/limits/max_body_bytes",
                 "got boolean true");
     check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a", "config": [1]}]})",
