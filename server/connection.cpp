@@ -198,12 +198,21 @@ ActiveSession *SessionPool::acquire() {
     return s;
 }
 
+void SessionPool::set_read_buffer_size(size_t size) {
+    if (size == read_buffer_size_)
+        return;
+    read_buffer_size_ = size;
+    for (ActiveSession *s : free_)
+        delete s;
+    free_.clear();
+}
+
 void SessionPool::release(ActiveSession *session) {
     if (session->mailbox)
         session->mailbox->forget(session);
     session->reset_for_reuse();
     // Keep enough for the busy connections of a worker; an idle server gives memory back.
-    if (free_.size() < 256)
+    if (free_.size() < 256 && session->read_capacity == read_buffer_size_)
         free_.push_back(session);
     else
         delete session;
@@ -514,6 +523,12 @@ void Connection::process_input() {
     flush();
 }
 
+size_t Connection::max_head_bytes() const {
+    // A session taken before a reload raised limits.max_header_bytes has the smaller buffer.
+    return std::min<size_t>(worker_.limits().max_header_bytes,
+                            session_->read_capacity - SessionPool::kReadSlack);
+}
+
 bool Connection::parse_step() {
     ActiveSession &s = *session_;
     const char *base = s.read_buffer.get();
@@ -527,7 +542,7 @@ bool Connection::parse_step() {
             s.error_status = 505;
             err = HPE_USER;
         } else if (s.in_message && !s.in_body &&
-                   s.read_end - s.request_start > worker_.limits().max_header_bytes) {
+                   s.read_end - s.request_start > max_head_bytes()) {
             // A head that keeps growing is refused before it fills the buffer.
             s.error_status = (s.request.header_count == 0 && !s.in_header_field) ? 414 : 431;
             err = HPE_USER;
@@ -735,7 +750,7 @@ int Connection::on_url(llhttp_t *p, const char *at, size_t len) noexcept {
     if (s.request.target.length == 0)
         s.request.target.offset = offset;
     s.request.target.length = offset + static_cast<uint32_t>(len) - s.request.target.offset;
-    if (offset + len - s.request_start > c->worker_.limits().max_header_bytes) {
+    if (offset + len - s.request_start > c->max_head_bytes()) {
         s.error_status = 414;
         return -1;
     }
@@ -759,7 +774,7 @@ int Connection::on_header_field(llhttp_t *p, const char *at, size_t len) noexcep
     }
     HeaderSpan &h = r.headers[r.header_count - 1];
     h.name.length = offset + static_cast<uint32_t>(len) - h.name.offset;
-    if (offset + len - s.request_start > c->worker_.limits().max_header_bytes) {
+    if (offset + len - s.request_start > c->max_head_bytes()) {
         s.error_status = 431;
         return -1;
     }
@@ -784,7 +799,7 @@ int Connection::on_header_value(llhttp_t *p, const char *at, size_t len) noexcep
         h.value.offset = offset;
     }
     h.value.length = offset + static_cast<uint32_t>(len) - h.value.offset;
-    if (offset + len - s.request_start > c->worker_.limits().max_header_bytes) {
+    if (offset + len - s.request_start > c->max_head_bytes()) {
         s.error_status = 431;
         return -1;
     }

@@ -242,6 +242,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     static void release_hold_of(ActiveSession &s);
     void shift_request_to_front();
     void compact_read_buffer();
+    // limits.max_header_bytes, or less for a buffer made before a reload raised it.
+    size_t max_head_bytes() const;
     int status_for_parse_error(llhttp_errno_t err) const;
     bool is_http09_request_line() const;
     // Output.

@@ -3,6 +3,7 @@
 // an instance (or library) is destroyed only when the last generation holding it is gone.
 #pragma once
 
+#include "config/config.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
 
@@ -13,6 +14,9 @@ namespace trellis {
 
 struct Generation {
     uint64_t number = 1;
+    // limits.* of this reading; a worker applies them when it adopts the generation, so they
+    // hold for what starts on that worker from then on.
+    Limits limits;
     PluginSet plugins;
     std::unique_ptr<Router> router;
 };

@@ -11,6 +11,7 @@
 #include "transport/tls_context.hpp"
 #include "worker.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <sys/resource.h>
@@ -23,7 +24,8 @@ namespace {
 // Each connection needs a descriptor: raise the soft limit as far as the hard one allows, and keep
 // max_connections below it with a margin (listeners, log files, plugins' files, files being sent),
 // so the server pauses accepts at its own cap before accept() ever fails with EMFILE.
-void raise_fd_limit(uint32_t &max_connections) {
+// `at_start`: also log the limits when nothing was lowered (a reload says only what changed).
+void raise_fd_limit(uint32_t &max_connections, bool at_start) {
     struct rlimit limit;
     if (getrlimit(RLIMIT_NOFILE, &limit) != 0)
         return;
@@ -33,7 +35,8 @@ void raise_fd_limit(uint32_t &max_connections) {
         getrlimit(RLIMIT_NOFILE, &limit);
     }
     if (limit.rlim_cur == RLIM_INFINITY) {
-        TRELLIS_LOG_INFO("file descriptor limit: unlimited; limits.max_connections %u", max_connections);
+        if (at_start)
+            TRELLIS_LOG_INFO("file descriptor limit: unlimited; limits.max_connections %u", max_connections);
         return;
     }
     rlim_t margin = limit.rlim_cur >= 1024 ? 128 : limit.rlim_cur / 4;
@@ -44,8 +47,9 @@ void raise_fd_limit(uint32_t &max_connections) {
                          static_cast<unsigned long>(room));
         max_connections = static_cast<uint32_t>(room);
     }
-    TRELLIS_LOG_INFO("file descriptor limit: %lu; limits.max_connections %u",
-                     static_cast<unsigned long>(limit.rlim_cur), max_connections);
+    if (at_start)
+        TRELLIS_LOG_INFO("file descriptor limit: %lu; limits.max_connections %u",
+                         static_cast<unsigned long>(limit.rlim_cur), max_connections);
 }
 
 struct MainLoop {
@@ -76,6 +80,7 @@ std::shared_ptr<Generation> build_generation(const Config &config, const Generat
                                              ServerMetrics *metrics, uint64_t number) {
     auto generation = std::make_shared<Generation>();
     generation->number = number;
+    generation->limits = config.limits;
     generation->plugins.load(config.plugins, config.base_dir, previous ? &previous->plugins : nullptr);
     std::vector<Route> routes;
     std::vector<RouteStats *> stats;
@@ -155,7 +160,7 @@ void Server::start() {
         if (!open_error_log(config_.error_log, error))
             throw StartupError(error);
     }
-    raise_fd_limit(config_.limits.max_connections);
+    raise_fd_limit(config_.limits.max_connections, true);
 
     metrics_ = std::make_unique<ServerMetrics>(config_.workers);
     generation_ = build_generation(config_, nullptr, metrics_.get(), 1);
@@ -204,27 +209,23 @@ void Server::start() {
 
 void Server::reload() {
     TRELLIS_LOG_INFO("SIGHUP: reloading configuration from %s", config_.source_path.c_str());
+    Config next;
+    bool same_listeners = false;
     try {
-        Config next = load_config(config_.source_path);
-        // What the running process cannot change in place.
-        auto same_listeners = [](const Config &a, const Config &b) {
-            if (a.listen.size() != b.listen.size())
-                return false;
-            for (size_t i = 0; i < a.listen.size(); ++i)
-                if (a.listen[i].address != b.listen[i].address || a.listen[i].port != b.listen[i].port ||
-                    a.listen[i].transport != b.listen[i].transport)
-                    return false;
-            return true;
-        };
-        if (!same_listeners(next, config_) || next.workers != config_.workers ||
-            next.thread_pool.threads != config_.thread_pool.threads ||
-            next.thread_pool.queue != config_.thread_pool.queue || next.access_log != config_.access_log ||
-            next.access_log_format != config_.access_log_format || next.error_log != config_.error_log)
-            TRELLIS_LOG_WARN(
-                "reload: changes to listen, workers, thread_pool, access_log and error_log take effect at "
-                "the next restart; plugins, routes and log_level are reloaded now");
+        next = load_config(config_.source_path);
+        raise_fd_limit(next.limits.max_connections, false);
         std::shared_ptr<Generation> generation =
             build_generation(next, generation_.get(), metrics_.get(), generation_->number + 1);
+        std::vector<std::string> restart_only = restart_only_changes(config_, next);
+        same_listeners = std::find(restart_only.begin(), restart_only.end(), "listen") == restart_only.end();
+        if (!restart_only.empty()) {
+            std::string keys;
+            for (const std::string &key : restart_only)
+                keys += (keys.empty() ? "" : ", ") + key;
+            TRELLIS_LOG_WARN("reload: %s changed and take%s effect at the next restart; the rest is "
+                             "applied now",
+                             keys.c_str(), restart_only.size() == 1 ? "s" : "");
+        }
         retired_.push_back(generation_);
         generation_ = generation;
         for (auto &worker : workers_)
@@ -232,8 +233,10 @@ void Server::reload() {
         LogLevel level = LogLevel::Info;
         if (parse_log_level(next.log_level, level))
             set_log_level(level);
+        config_.plugin_dir = next.plugin_dir;
         config_.plugins = next.plugins;
         config_.routes = next.routes;
+        config_.limits = next.limits;
         config_.log_level = next.log_level;
         ++reloads_;
         metrics_->set_generation(generation_->number, reloads_, reload_failures_);
@@ -247,6 +250,14 @@ void Server::reload() {
                           static_cast<unsigned long long>(generation_->number));
         return;
     }
+    // The listeners' TLS settings (all but hsts) come from the new reading when the listeners
+    // themselves are unchanged; a listen change waits for the restart, TLS included.
+    if (same_listeners)
+        for (size_t i = 0; i < config_.listen.size(); ++i) {
+            std::string hsts = config_.listen[i].tls.hsts;
+            config_.listen[i].tls = next.listen[i].tls;
+            config_.listen[i].tls.hsts = hsts;
+        }
     reload_certificates();
     collect_generations();
 }
@@ -288,7 +299,7 @@ void Server::reload_certificates() {
         std::string where = listener_url(settings.config, settings.bound_port);
         try {
             // Everything is built here first, so a failure leaves every worker on the old state.
-            std::shared_ptr<TlsContext> context = TlsContext::load(settings.config.tls);
+            std::shared_ptr<TlsContext> context = TlsContext::load(config_.listen[i].tls);
             std::vector<std::shared_ptr<const WorkerTls>> per_worker;
             for (unsigned w = 0; w < workers_.size(); ++w)
                 per_worker.push_back(std::make_shared<WorkerTls>(context, w));

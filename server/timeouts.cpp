@@ -4,6 +4,11 @@ namespace trellis {
 
 void TimeoutList::push_back(TimeoutNode &node, uint64_t now) {
     remove(node);
+    if (tail_ && tail_->deadline > now + duration_ms_) {
+        // The duration was shortened by a reload: nodes started before it are due later.
+        insert(node, now + duration_ms_);
+        return;
+    }
     node.deadline = now + duration_ms_;
     node.list = this;
     node.prev = tail_;

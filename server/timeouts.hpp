@@ -23,6 +23,8 @@ class TimeoutList {
   public:
     explicit TimeoutList(uint64_t duration_ms = 0) : duration_ms_(duration_ms) {}
     uint64_t duration_ms() const { return duration_ms_; }
+    // A reload may change it while nodes wait: they keep their deadlines, and push_back still
+    // keeps the list in deadline order.
     void set_duration(uint64_t duration_ms) { duration_ms_ = duration_ms; }
     TimeoutNode *front() const { return head_; }
     bool empty() const { return head_ == nullptr; }

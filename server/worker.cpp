@@ -140,6 +140,8 @@ void Worker::switch_to(std::shared_ptr<const Generation> generation) {
     generations_.back()->generation = std::move(generation);
     context_->generation = generations_.back().get();
     context_->router = generations_.back()->generation->router.get();
+    context_->apply_limits(generations_.back()->generation->limits);
+    shutdown_timeout_ms_ = generations_.back()->generation->limits.shutdown_timeout_ms;
     // Every generation before the new one may go once no held request runs on it.
     for (size_t i = generations_.size() - 1; i-- > 0;)
         retire_if_idle(generations_[i].get());

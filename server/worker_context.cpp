@@ -8,7 +8,7 @@ namespace trellis {
 namespace {
 // Room for the largest head we accept plus what arrives behind it in the same read.
 size_t read_buffer_size(const Limits &limits) {
-    return limits.max_header_bytes + 4096;
+    return limits.max_header_bytes + SessionPool::kReadSlack;
 }
 thread_local WorkerContext *tls_current_worker = nullptr;
 } // namespace
@@ -27,14 +27,20 @@ WorkerContext::WorkerContext(uv_loop_t *loop, unsigned index, const Limits &limi
       mailbox(std::make_shared<Mailbox>(loop, deliver_mail)), timeouts(loop, on_timeout, this),
       pool(read_buffer_size(limits), this), access_log(loop, sink),
       stats(external_stats ? *external_stats : *own_stats_), open_connections(open), loop_(loop),
-      index_(index), limits_(limits) {
+      index_(index) {
     bind_thread(); // the worker thread binds again when it starts
+    apply_limits(limits);
+    timeouts.list(kLingerTimeout).set_duration(2000);
+}
+
+void WorkerContext::apply_limits(const Limits &limits) {
+    limits_ = limits;
     timeouts.list(kHandlerTimeout).set_duration(limits.handler_timeout_ms);
     timeouts.list(kKeepaliveTimeout).set_duration(limits.keepalive_timeout_ms);
     timeouts.list(kHeaderTimeout).set_duration(limits.header_timeout_ms);
     timeouts.list(kBodyTimeout).set_duration(limits.body_timeout_ms);
     timeouts.list(kSendTimeout).set_duration(limits.send_timeout_ms);
-    timeouts.list(kLingerTimeout).set_duration(2000);
+    pool.set_read_buffer_size(read_buffer_size(limits));
 }
 
 WorkerContext::~WorkerContext() {

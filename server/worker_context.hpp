@@ -37,6 +37,9 @@ class WorkerContext;
 
 class SessionPool {
   public:
+    // Read buffers hold the largest head allowed plus this much of what arrives behind it.
+    static constexpr size_t kReadSlack = 4096;
+
     SessionPool(size_t read_buffer_size, WorkerContext *owner)
         : read_buffer_size_(read_buffer_size), owner_(owner) {}
     ~SessionPool();
@@ -45,6 +48,8 @@ class SessionPool {
     ActiveSession *acquire();
     void release(ActiveSession *session);
     size_t read_buffer_size() const { return read_buffer_size_; }
+    // Sessions made from now on get this size; those of another size are freed when released.
+    void set_read_buffer_size(size_t size);
 
   private:
     size_t read_buffer_size_;
@@ -66,6 +71,8 @@ class WorkerContext {
     uv_loop_t *loop() const { return loop_; }
     unsigned index() const { return index_; }
     const Limits &limits() const { return limits_; }
+    // A reload's limits: timeouts started from now on and sessions taken from now on use them.
+    void apply_limits(const Limits &limits);
 
     // The worker whose loop runs on the calling thread, or null (a plugin's or the pool's thread).
     static WorkerContext *current();

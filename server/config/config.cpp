@@ -468,6 +468,33 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     return config;
 }
 
+std::vector<std::string> restart_only_changes(const Config &running, const Config &next) {
+    std::vector<std::string> keys;
+    // A listener's TLS settings are applied by a reload (certificates, client_auth, sessions), all
+    // but HSTS, which connections read from the listener itself.
+    auto without_tls = [](std::vector<ListenConfig> listen) {
+        for (ListenConfig &l : listen)
+            l.tls = {};
+        return listen;
+    };
+    if (without_tls(running.listen) != without_tls(next.listen))
+        keys.push_back("listen");
+    if (running.workers != next.workers)
+        keys.push_back("workers");
+    if (running.thread_pool != next.thread_pool)
+        keys.push_back("thread_pool");
+    if (running.access_log != next.access_log || running.access_log_format != next.access_log_format)
+        keys.push_back("access_log");
+    if (running.error_log != next.error_log)
+        keys.push_back("error_log");
+    bool hsts_changed = false;
+    for (size_t i = 0; i < running.listen.size() && i < next.listen.size(); ++i)
+        hsts_changed = hsts_changed || running.listen[i].tls.hsts != next.listen[i].tls.hsts;
+    if (hsts_changed)
+        keys.push_back("tls.hsts");
+    return keys;
+}
+
 Config load_config(const std::string &path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) {

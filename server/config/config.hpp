@@ -22,6 +22,8 @@ enum class ClientAuth { None, Optional, Required };
 struct TlsCertificateConfig {
     std::string cert; // resolved path: PEM chain, leaf first
     std::string key;  // resolved path: PEM private key
+
+    bool operator==(const TlsCertificateConfig &) const = default;
 };
 
 // The "tls" object, top-level or a listener's override (merged key by key over the top level).
@@ -33,6 +35,8 @@ struct TlsConfig {
     bool session_tickets = true;
     uint32_t session_timeout_s = 3600;
     std::string hsts; // Strict-Transport-Security value; empty = not sent
+
+    bool operator==(const TlsConfig &) const = default;
 };
 
 struct ListenConfig {
@@ -42,6 +46,8 @@ struct ListenConfig {
     // 308 to https for plain requests: empty = off, "https://host:port", or "same-host" for true.
     std::string redirect_to_https;
     TlsConfig tls; // effective settings, used when transport is tls or auto
+
+    bool operator==(const ListenConfig &) const = default;
 };
 
 struct Limits {
@@ -58,18 +64,24 @@ struct Limits {
     uint32_t send_timeout_ms = 30000;
     uint32_t shutdown_timeout_ms = 10000;
     uint32_t handler_timeout_ms = 60000; // a plugin holding a request this long without answering: 504
+
+    bool operator==(const Limits &) const = default;
 };
 
 // The threads that run blocking handlers.
 struct ThreadPoolConfig {
     unsigned threads = 16;
     size_t queue = 1024; // requests waiting for a thread; past it: 503
+
+    bool operator==(const ThreadPoolConfig &) const = default;
 };
 
 struct PluginConfig {
     std::string name;        // instance name, unique
     std::string file;        // resolved path of the .so
     std::string config_json; // the instance's "config" as JSON text ("{}" when absent)
+
+    bool operator==(const PluginConfig &) const = default;
 };
 
 struct RouteConfig {
@@ -77,6 +89,8 @@ struct RouteConfig {
     std::string prefix;     // starts with '/'
     std::string plugin;     // a PluginConfig::name
     bool blocking = false;  // run the plugin's on_request on the thread pool
+
+    bool operator==(const RouteConfig &) const = default;
 };
 
 struct Config {
@@ -99,6 +113,11 @@ struct Config {
 // Parses and validates; throws ConfigError.
 Config parse_config(const std::string &text, const std::string &source_path);
 Config load_config(const std::string &path);
+
+// The top-level keys whose change between `running` and `next` a reload cannot apply (listen,
+// workers, thread_pool, access_log, error_log, and tls.hsts, which open connections read), in
+// that order; empty when a reload applies everything that changed.
+std::vector<std::string> restart_only_changes(const Config &running, const Config &next);
 
 // "dir/x" for relative "x"; absolute paths unchanged.
 std::string resolve_path(const std::string &base_dir, const std::string &path);

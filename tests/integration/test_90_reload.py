@@ -174,6 +174,90 @@ class Reload(ReloadTestCase):
         self.assertEqual(s.get("/added/y").status, 200)
 
 
+class ReloadAppliesOrWarns(ReloadTestCase):
+    """Issue 10, item 4: every key is applied by a reload or named, when it changed, as needing a
+    restart."""
+
+    RESTART_RE = r"reload: (.*) changed and takes? effect at the next restart"
+
+    def restart_warning(self, s, mark):
+        m = re.search(self.RESTART_RE, s.stderr_since(mark))
+        return m.group(1) if m else None
+
+    def test_max_body_bytes_applies_to_the_next_request(self):
+        cfg = base_config()
+        s = self.start_server(cfg)
+        body = b"x" * 1000
+        self.assertEqual(s.get("/echo/a", method="POST", body=body).status, 200)
+        cfg["limits"] = {"max_body_bytes": 100}
+        mark = s.log_mark()
+        self.reload_ok(s, cfg)
+        self.assertIsNone(self.restart_warning(s, mark), s.stderr_since(mark))
+        self.assertEqual(s.get("/echo/a", method="POST", body=body).status, 413)
+        self.assertEqual(s.get("/echo/a", method="POST", body=b"y" * 100).status, 200)
+
+    def test_header_limit_raised_and_lowered(self):
+        cfg = base_config(limits={"max_header_bytes": 1024})
+        s = self.start_server(cfg)
+        big = [("X-Big", "b" * 3000)]
+        # An idle keep-alive connection from before the reload, holding no session.
+        old = self.conn(s)
+        old.request("GET", "/hello")
+        self.assertHello(old.read_response())
+        self.assertEqual(s.get("/hello", headers=big).status, 431)
+        cfg["limits"] = {"max_header_bytes": 8192}
+        self.reload_ok(s, cfg)
+        self.assertHello(s.get("/hello", headers=big))
+        old.request("GET", "/hello", headers=big)
+        self.assertHello(old.read_response())
+        cfg["limits"] = {"max_header_bytes": 1024}
+        self.reload_ok(s, cfg)
+        self.assertEqual(s.get("/hello", headers=big).status, 431)
+
+    def test_keepalive_timeout_shortened(self):
+        cfg = base_config(limits={"keepalive_timeout_ms": 60000})
+        s = self.start_server(cfg)
+        cfg["limits"] = {"keepalive_timeout_ms": 300}
+        self.reload_ok(s, cfg)
+        c = self.conn(s)
+        c.request("GET", "/hello")
+        self.assertHello(c.read_response())
+        data, closed = c.read_until_closed(timeout=5)
+        self.assertTrue(closed, "the new keep-alive timeout must close the idle connection")
+
+    def test_warning_names_only_the_changed_restart_keys(self):
+        cfg = base_config(workers=1)
+        s = self.start_server(cfg)
+        cfg["workers"] = 2
+        mark = s.log_mark()
+        self.reload_ok(s, cfg)
+        self.assertEqual(self.restart_warning(s, mark), "workers", s.stderr_since(mark))
+        cfg["thread_pool"] = {"threads": 3}
+        cfg["access_log"] = str(s.dir / "access.log")
+        mark = s.log_mark()
+        self.reload_ok(s, cfg)
+        # workers is still different from what runs: still named.
+        self.assertEqual(self.restart_warning(s, mark), "workers, thread_pool, access_log",
+                         s.stderr_since(mark))
+        cfg["listen"] = cfg["listen"] + [{"address": "127.0.0.1", "port": 0, "transport": "plain"}]
+        cfg["workers"] = 1
+        cfg.pop("thread_pool")
+        cfg["access_log"] = "off"
+        mark = s.log_mark()
+        self.reload_ok(s, cfg)
+        self.assertEqual(self.restart_warning(s, mark), "listen", s.stderr_since(mark))
+        self.assertHello(s.get("/hello"))
+
+    def test_nothing_restart_only_changed_no_warning(self):
+        cfg = base_config()
+        s = self.start_server(cfg)
+        cfg["log_level"] = "debug"
+        cfg["limits"] = {"send_timeout_ms": 1234, "handler_timeout_ms": 5000}
+        mark = s.log_mark()
+        self.reload_ok(s, cfg)
+        self.assertNotIn("next restart", s.stderr_since(mark))
+
+
 class ReloadUnderLoad(ReloadTestCase):
     RELOADS = 10
 

@@ -119,6 +119,16 @@ TEST_CASE("timeouts: list bookkeeping") {
         list.push_back(b, 0); // usable again after emptying
         CHECK(order(list) == Names{"b"});
     }
+    SUBCASE("a shorter duration (a reload) keeps the list in deadline order") {
+        list.set_duration(10);
+        NamedNode d("d");
+        list.push_back(d, 1003); // due at 1013, before a, b and c
+        CHECK(d.deadline == 1013);
+        CHECK(order(list) == Names{"d", "a", "b", "c"});
+        list.set_duration(100);
+        list.push_back(d, 1004); // a longer one goes to the tail again
+        CHECK(order(list) == Names{"a", "b", "c", "d"});
+    }
     SUBCASE("moving a node to another list") {
         TimeoutList other(5);
         other.push_back(b, 2000);
