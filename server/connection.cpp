@@ -34,6 +34,9 @@ constexpr size_t kMaxQueuedFiles = 8;
 // leaves in one write; larger ones go out with send_file.
 constexpr uint64_t kInlineFileBytes = 64 * 1024;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+// nginx's code for a request whose client closed the connection before its answer was sent:
+// access logs and per-route counts, never on the wire.
+constexpr int kClientClosedRequest = 499;
 
 Connection *from_parser(llhttp_t *p) {
     return static_cast<Connection *>(p->data);
@@ -541,8 +544,7 @@ bool Connection::parse_step() {
         if (s.in_message && !s.in_body && is_http09_request_line()) {
             s.error_status = 505;
             err = HPE_USER;
-        } else if (s.in_message && !s.in_body &&
-                   s.read_end - s.request_start > max_head_bytes()) {
+        } else if (s.in_message && !s.in_body && s.read_end - s.request_start > max_head_bytes()) {
             // A head that keeps growing is refused before it fills the buffer.
             s.error_status = (s.request.header_count == 0 && !s.in_header_field) ? 414 : 431;
             err = HPE_USER;
@@ -972,7 +974,9 @@ int Connection::on_body(llhttp_t *p, const char *at, size_t len) noexcept {
             }
             return 0;
         }
+        uint64_t began_ns = uv_hrtime();
         int rc = s.holder->on_body()(s.holder->instance, &s.request, at, len, 0);
+        c->check_loop_stall(began_ns, *s.holder, s.route_stats);
         if (rc == TRELLIS_AGAIN) {
             s.body_pause_now = true;
             return HPE_PAUSED;
@@ -1144,9 +1148,34 @@ bool Connection::call_handler(int index) {
         return true;
     }
     r.inline_call = true;
+    uint64_t began_ns = uv_hrtime();
     int rc = plugin->plugin->on_request(plugin->instance, &r);
+    check_loop_stall(began_ns, *plugin, route.stats);
     r.inline_call = false;
     return after_handler(rc, plugin);
+}
+
+void Connection::check_loop_stall(uint64_t began_ns, const PluginInstance &plugin, RouteStats *route) {
+    uint64_t warn_ms = worker_.limits().loop_stall_warn_ms;
+    uint64_t took_ns = uv_hrtime() - began_ns;
+    if (warn_ms == 0 || took_ns < warn_ms * 1000000)
+        return;
+    // Every other connection of this worker waited as long: say so, once a minute per route.
+    uint64_t now_ms = uv_hrtime() / 1000000;
+    if (route) {
+        route->per_worker[worker_.index()].loop_stalls.add();
+        uint64_t last = route->last_stall_warning_ms.load(std::memory_order_relaxed);
+        if ((last != 0 && now_ms - last < 60000) ||
+            !route->last_stall_warning_ms.compare_exchange_strong(last, now_ms, std::memory_order_relaxed))
+            return;
+    }
+    std::string where =
+        route ? "route \"" + route->prefix + "\"" + (route->host == "*" ? "" : " of host " + route->host)
+              : std::string("a route");
+    TRELLIS_LOG_WARN("%s (plugin \"%s\") ran %llu ms on the event loop of worker %u, holding up its other "
+                     "connections; mark the route \"blocking\": true",
+                     where.c_str(), plugin.name().c_str(), static_cast<unsigned long long>(took_ns / 1000000),
+                     worker_.index());
 }
 
 bool Connection::after_handler(int rc, PluginInstance *plugin) {
@@ -1436,6 +1465,10 @@ void Connection::abandon_held_session() {
         // A job still waiting for a pool thread will not run at all: the plugin never saw it.
         never_started = s->hold == Hold::Pool && !s->staged.pool_started;
     }
+    // The exchange ends here for the client: log and count it as nginx does, 499 with the body
+    // bytes taken so far, unless its whole answer was already queued (and so recorded).
+    if (!s->request.answered || s->stream.active)
+        record_response_of(*s, kClientClosedRequest, s->request.is_head ? 0 : s->stream.sent);
     s->request.connection = nullptr;
     s->orphaned = true;
     s->stream.active = false;
@@ -1487,8 +1520,11 @@ void Connection::notify_plugin_writable() {
         s.staged.want_writable = false;
         s.staged.unsent = 0;
     }
-    if (wanted && s.holder->on_writable())
+    if (wanted && s.holder->on_writable()) {
+        uint64_t began_ns = uv_hrtime();
         s.holder->on_writable()(s.holder->instance, &s.request);
+        check_loop_stall(began_ns, *s.holder, s.route_stats);
+    }
 }
 
 void Connection::fail_streamed_body() {
@@ -1598,10 +1634,13 @@ size_t Connection::queued_output() const {
 }
 
 void Connection::record_response(int status, uint64_t body_bytes) {
-    ActiveSession &s = *session_;
+    record_response_of(*session_, status, body_bytes);
+}
+
+void Connection::record_response_of(ActiveSession &s, int status, uint64_t body_bytes) {
     if (s.route_stats && s.started_ns)
         s.route_stats->per_worker[worker_.index()].record(status, uv_hrtime() - s.started_ns);
-    log_access(status, body_bytes);
+    log_access(s, status, body_bytes);
 }
 
 void Connection::write_head(int status, uint64_t content_length, bool with_length) {
@@ -1651,10 +1690,10 @@ void Connection::append_body(std::string_view body) {
         s.segments.push_back({start, s.out.size(), -1});
 }
 
-void Connection::log_access(int status, uint64_t body_bytes) {
+void Connection::log_access(ActiveSession &s, int status, uint64_t body_bytes) {
     if (!worker_.access_log.enabled())
         return;
-    Request &r = session_->request;
+    Request &r = s.request;
     char peer[64];
     size_t n = peer_text(peer_, peer, sizeof peer);
     std::string_view ip(peer, n);
@@ -1670,8 +1709,8 @@ void Connection::log_access(int status, uint64_t body_bytes) {
     entry.body_bytes = body_bytes;
     r.header("referer", entry.referer);
     r.header("user-agent", entry.user_agent);
-    if (session_->started_ns)
-        entry.request_time_ns = static_cast<int64_t>(uv_hrtime() - session_->started_ns);
+    if (s.started_ns)
+        entry.request_time_ns = static_cast<int64_t>(uv_hrtime() - s.started_ns);
     worker_.access_log.append(entry);
 }
 

@@ -235,8 +235,12 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void resume_body();
     void release_session();
     void record_response(int status, uint64_t body_bytes);
+    void record_response_of(ActiveSession &s, int status, uint64_t body_bytes);
     bool redirect_to_https();
     bool answered_by_listener_rules();
+    // After a plugin call on the event loop that began at `began_ns`: counts and logs (at most
+    // once a minute per route) a call that ran past limits.loop_stall_warn_ms.
+    void check_loop_stall(uint64_t began_ns, const PluginInstance &plugin, RouteStats *route);
     bool after_handler(int rc, PluginInstance *plugin);
     void clear_hold();
     static void release_hold_of(ActiveSession &s);
@@ -251,7 +255,7 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void append_body(std::string_view body);
     bool queue_file_bytes(int fd, uint64_t offset, uint64_t length);
     static std::string take_header(std::string &headers, std::string_view name);
-    void log_access(int status, uint64_t body_bytes);
+    void log_access(ActiveSession &s, int status, uint64_t body_bytes);
     static void run_on_pool(void *session) noexcept;
     static void finish_orphan(ActiveSession *session);
     void flush();

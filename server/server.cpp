@@ -114,16 +114,18 @@ namespace {
 
 // What a start would find about the files the server writes, found without writing them.
 void check_log_files(const Config &config) {
-    auto check = [&config](const std::string &path, const char *pointer) {
+    // The same words as the start's own failure to open ("error_log PATH: cannot open: ..."),
+    // after the JSON pointer.
+    auto check = [&config](const std::string &path, const char *key) {
         std::string reason;
         if (!log_file_writable(path, reason))
-            throw StartupError(config.source_path + ": " + pointer + ": cannot open " + path +
-                               " for writing: " + reason);
+            throw StartupError(config.source_path + ": /" + key + ": " + key + " " + path +
+                               ": cannot open: " + reason);
     };
     if (config.access_log != "-" && config.access_log != "off")
-        check(config.access_log, "/access_log");
+        check(config.access_log, "access_log");
     if (config.error_log != "-")
-        check(config.error_log, "/error_log");
+        check(config.error_log, "error_log");
 }
 
 } // namespace

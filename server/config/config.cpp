@@ -244,7 +244,7 @@ Limits parse_limits(const Reader &r, const json &value) {
                 {"max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_ms",
                  "body_timeout_ms", "keepalive_timeout_ms", "send_timeout_ms", "shutdown_timeout_ms",
                  "handler_timeout_ms", "header_read_timeout_ms", "handshake_timeout_ms", "min_body_rate_bps",
-                 "min_body_rate_grace_ms"});
+                 "min_body_rate_grace_ms", "loop_stall_warn_ms"});
     Limits limits;
     auto u32 = [&](const char *key, uint32_t &field, uint64_t min, uint64_t max) {
         if (value.contains(key))
@@ -260,6 +260,7 @@ Limits parse_limits(const Reader &r, const json &value) {
     u32("send_timeout_ms", limits.send_timeout_ms, 1, 3600000);
     u32("shutdown_timeout_ms", limits.shutdown_timeout_ms, 0, 3600000);
     u32("handler_timeout_ms", limits.handler_timeout_ms, 1, 86400000);
+    u32("loop_stall_warn_ms", limits.loop_stall_warn_ms, 0, 3600000);
     u32("header_read_timeout_ms", limits.header_read_timeout_ms, 1, 3600000);
     u32("handshake_timeout_ms", limits.handshake_timeout_ms, 1, 3600000);
     u32("min_body_rate_bps", limits.min_body_rate_bps, 0, 1000000000);

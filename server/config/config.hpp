@@ -64,6 +64,7 @@ struct Limits {
     uint32_t send_timeout_ms = 30000;
     uint32_t shutdown_timeout_ms = 10000;
     uint32_t handler_timeout_ms = 60000; // a plugin holding a request this long without answering: 504
+    uint32_t loop_stall_warn_ms = 100;   // a plugin call on the event loop this long is logged (0: off)
 
     bool operator==(const Limits &) const = default;
 };

@@ -46,6 +46,7 @@ struct RouteTotals {
     uint64_t buckets[kLatencyBounds.size() + 1] = {};
     uint64_t sum_ns = 0;
     uint64_t count = 0;
+    uint64_t loop_stalls = 0;
 };
 
 RouteTotals sum_route(const RouteStats &route) {
@@ -56,6 +57,7 @@ RouteTotals sum_route(const RouteStats &route) {
         for (size_t i = 0; i < std::size(t.buckets); ++i)
             t.buckets[i] += w.latency_buckets[i].get();
         t.sum_ns += w.latency_sum_ns.get();
+        t.loop_stalls += w.loop_stalls.get();
     }
     for (uint64_t b : t.buckets)
         t.count += b;
@@ -193,8 +195,8 @@ std::string ServerMetrics::render_json() const {
             cumulative += r.buckets[b];
             append_format(out, "%s%" PRIu64, b ? "," : "", cumulative);
         }
-        append_format(out, "],\"sum_seconds\":%.6f,\"count\":%" PRIu64 "}}",
-                      static_cast<double>(r.sum_ns) / 1e9, r.count);
+        append_format(out, "],\"sum_seconds\":%.6f,\"count\":%" PRIu64 "},\"loop_stalls\":%" PRIu64 "}",
+                      static_cast<double>(r.sum_ns) / 1e9, r.count, r.loop_stalls);
     }
     out += "]}\n";
     return out;
@@ -292,6 +294,13 @@ std::string ServerMetrics::render_prometheus() const {
         out += "trellis_request_duration_seconds_count{";
         labels(*route);
         append_format(out, "} %" PRIu64 "\n", totals.count);
+    }
+    family("trellis_loop_stalls_total", "counter",
+           "Plugin calls that held a worker's event loop past limits.loop_stall_warn_ms, by route.");
+    for (auto &[route, totals] : routes) {
+        out += "trellis_loop_stalls_total{";
+        labels(*route);
+        append_format(out, "} %" PRIu64 "\n", totals.loop_stalls);
     }
     return out;
 }

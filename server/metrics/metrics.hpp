@@ -40,6 +40,7 @@ struct alignas(64) RouteWorkerStats {
     Counter by_code[kMaxCode - kMinCode + 1];
     Counter latency_buckets[kLatencyBounds.size() + 1]; // not cumulative; last is +Inf
     Counter latency_sum_ns;
+    Counter loop_stalls; // plugin calls on the event loop past limits.loop_stall_warn_ms
 
     void record(int status, uint64_t latency_ns);
 };
@@ -53,6 +54,9 @@ struct RouteStats {
     std::string host, prefix, plugin;
     std::vector<RouteWorkerStats> per_worker;
     bool active = true; // in the current generation
+    // When a stall on this route was last logged (ms of the steady clock), on any worker: the
+    // warning is said at most once a minute per route.
+    std::atomic<uint64_t> last_stall_warning_ms{0};
 };
 
 // One worker's counters.

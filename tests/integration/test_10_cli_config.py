@@ -159,16 +159,16 @@ class CheckAgreesWithStart(TrellisTestCase):
             with self.subTest(key=key):
                 path = self.tmp / "no-such-dir" / "x.log"
                 self.assert_refused(base_config(**{key: str(path)}),
-                                    f"/{key}: cannot open {path} for writing: No such file or directory")
+                                    f"/{key}: {key} {path}: cannot open: No such file or directory")
                 self.assertFalse((self.tmp / "no-such-dir").exists())
 
     def test_log_under_a_file_or_at_a_directory(self):
         afile = self.tmp / "plain-file"
         afile.write_text("x")
         self.assert_refused(base_config(access_log=str(afile / "x.log")),
-                            f"/access_log: cannot open {afile / 'x.log'} for writing: Not a directory")
+                            f"/access_log: access_log {afile / 'x.log'}: cannot open: Not a directory")
         self.assert_refused(base_config(error_log=str(self.tmp)),
-                            f"/error_log: cannot open {self.tmp} for writing: Is a directory")
+                            f"/error_log: error_log {self.tmp}: cannot open: Is a directory")
         self.assertEqual(afile.read_text(), "x")
 
     def test_check_writes_no_log_file(self):
