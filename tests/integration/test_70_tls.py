@@ -693,6 +693,85 @@ class Resumption(TlsTestCase):
         resps, _ = parse_responses(data)
         self.assertEqual([r.body for r in resps], [HELLO])
 
+    # -- across a reload (issue 10)
+    def session_of(self, s, ctx):
+        """The TLS 1.2 session of a full handshake that served /hello."""
+        c = self.tls_conn(s, ctx=ctx)
+        c.request("GET", "/hello")
+        self.assertEqual(c.read_response().body, HELLO)
+        self.assertFalse(c.sock.session_reused)
+        return c.sock.session
+
+    def resumes(self, s, ctx, session) -> bool:
+        """Whether a new connection offering `session` resumes it; resumed or not, it is served."""
+        raw = socket.create_connection((LOOPBACK, s.port), timeout=5)
+        c = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+        try:
+            reused = c.session_reused
+            c.sendall(build_request("GET", "/hello", [("Connection", "close")]))
+            data, _ = recv_until_closed(c, 5)
+        finally:
+            c.close()
+        resps, _ = parse_responses(data)
+        self.assertEqual([r.body for r in resps], [HELLO])
+        return reused
+
+    def reload_certificates(self, s) -> str:
+        """SIGHUP; returns the log written once the certificates are reloaded."""
+        mark = s.log_mark()
+        s.send_signal(signal.SIGHUP)
+        self.assertIsNotNone(s.wait_stderr_since(mark, r"tls: \S+ now serves ", timeout=10),
+                             s.stderr_since(mark))
+        self.assertIsNotNone(s.wait_stderr_since(mark, r"tls: \S+ (keeps its|starts with no) TLS sessions",
+                                                 timeout=5), s.stderr_since(mark))
+        return s.stderr_since(mark)
+
+    def check_sessions_survive_a_reload(self, tickets: bool):
+        s = self.tls_server(tls=tls_settings(session_tickets=tickets), workers=2)
+        ctx = client_ctx()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if not tickets:
+            ctx.options |= ssl.OP_NO_TICKET
+        session = self.session_of(s, ctx)
+        self.assertEqual(session.has_ticket, tickets)
+        self.assertTrue(self.resumes(s, ctx, session), "no resumption even before the reload")
+        log = self.reload_certificates(s)
+        # Three tries: the workers take up the reloaded settings through their mailboxes.
+        for attempt in range(3):
+            self.assertTrue(self.resumes(s, ctx, session), f"not resumed after the reload ({attempt})")
+        self.assertIn("keeps its TLS sessions and ticket keys", log)
+
+    def test_ticket_sessions_survive_a_reload(self):
+        self.check_sessions_survive_a_reload(tickets=True)
+
+    def test_cached_sessions_survive_a_reload(self):
+        self.check_sessions_survive_a_reload(tickets=False)
+
+    def test_a_changed_certificate_starts_new_sessions(self):
+        site = self.tmp / "site"
+        site.mkdir()
+        crt, key = site / "site.crt", site / "site.key"
+        crt.write_bytes(suite_pki().server.cert.read_bytes())
+        key.write_bytes(suite_pki().server.key.read_bytes())
+        s = self.tls_server(tls=tls_settings(harness.CertPair(crt, key)))
+        ctx = client_ctx()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        session = self.session_of(s, ctx)
+        self.assertTrue(self.resumes(s, ctx, session))
+        renewed = make_cert(self.tmp / "renewed", "localhost", suite_pki().ca, "localhost",
+                            dns=["localhost"], ips=["127.0.0.1"])
+        key.write_bytes(renewed.key.read_bytes())
+        crt.write_bytes(renewed.cert.read_bytes())
+        log = self.reload_certificates(s)
+
+        def served():
+            c = self.tls_conn(s, ctx=client_ctx())
+            return c.sock.getpeercert(binary_form=True)
+        # The one worker serves the new certificate: from now on it uses the new settings.
+        self.assertTrue(wait_for(lambda: served() == der(renewed.cert), 5), "the old certificate stays")
+        self.assertFalse(self.resumes(s, ctx, session), "a session from before the new certificate resumed")
+        self.assertIn("starts with no TLS sessions", log)
+
 
 # --------------------------------------------------------------------------------------------
 # Client certificates
