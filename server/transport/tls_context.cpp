@@ -424,6 +424,8 @@ WorkerTls::WorkerTls(std::shared_ptr<const TlsContext> context, unsigned worker_
     const TlsConfig &settings = context_->config();
     if (settings.client_auth != ClientAuth::None) {
         mbedtls_ssl_conf_ca_chain(&config_, &ctx.client_ca_, nullptr);
+        // Optional and OptionalNoCa both complete the handshake in mbedTLS; TlsTransport refuses a
+        // certificate that failed verification under Optional.
         mbedtls_ssl_conf_authmode(&config_, settings.client_auth == ClientAuth::Required
                                                 ? MBEDTLS_SSL_VERIFY_REQUIRED
                                                 : MBEDTLS_SSL_VERIFY_OPTIONAL);

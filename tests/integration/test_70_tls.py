@@ -69,6 +69,10 @@ class Certs:
         self.other_ca = make_ca(d, "other-ca", "Some Other CA")
         self.stranger = make_cert(d, "stranger", self.other_ca, "stranger",
                                   dns=["stranger.example"], client=True)
+        self.expired = make_cert(d, "expired", self.clients_ca, "expired one", client=True,
+                                 not_before="20200101000000Z", not_after="20210101000000Z")
+        # Signed by the trusted CA, but for serverAuth only.
+        self.wrong_eku = make_cert(d, "wrong-eku", self.clients_ca, "server only", client=False)
 
 
 _certs = None
@@ -815,12 +819,45 @@ class ClientCertificates(TlsTestCase):
         self.assertTrue(facts["client_certificate"])
         self.assertEqual(facts["client_verify"], "ok")
 
-    def test_optional_with_an_untrusted_certificate_says_so(self):
-        s = self.server("optional")
-        facts, _ = self.echo_tls(s, ctx=client_ctx(client_cert=certs().stranger))
-        self.assertTrue(facts["client_certificate"], facts)
-        self.assertIn("CN=stranger", facts["client_subject"])
-        self.assertNotIn(facts["client_verify"], ("ok", "none", "", None), facts)
+    # Each client certificate under each client_auth mode (issue 10): None is served, with the
+    # verification result the plugin sees; a string is the alert that ends the handshake. "optional"
+    # refuses what "required" refuses except no certificate at all; "optional_no_ca" serves
+    # everything and leaves the verdict to the plugin.
+    MODES = ("required", "optional", "optional_no_ca")
+    EXPECTED = {
+        #             required                  optional                  optional_no_ca
+        "none":      ("alert",                  "none",                   "none"),
+        "good":      ("ok",                     "ok",                     "ok"),
+        "untrusted": ("alert:ALERT_UNKNOWN_CA", "alert:ALERT_UNKNOWN_CA", "not correctly signed by the trusted CA"),
+        "expired":   ("alert:CERTIFICATE_EXPIRED", "alert:CERTIFICATE_EXPIRED", "validity has expired"),
+        "wrong_eku": ("alert:UNSUPPORTED_CERTIFICATE", "alert:UNSUPPORTED_CERTIFICATE", "extendedKeyUsage"),
+    }
+
+    def test_each_client_certificate_under_each_mode(self):
+        c = certs()
+        presented = {"none": None, "good": c.client, "untrusted": c.stranger, "expired": c.expired,
+                     "wrong_eku": c.wrong_eku}
+        for m, mode in enumerate(self.MODES):
+            s = self.server(mode)
+            for name, cert in presented.items():
+                expected = self.EXPECTED[name][m]
+                with self.subTest(mode=mode, certificate=name, expected=expected):
+                    ctx = client_ctx(client_cert=cert)
+                    if expected.startswith("alert"):
+                        reason = expected.partition(":")[2] or None
+                        error = self.assertHandshakeFails(s, ctx, reason=reason)
+                        if cert is not None:
+                            self.assertIsNotNone(error, "refused only after the handshake")
+                        continue
+                    facts, _ = self.echo_tls(s, ctx=ctx)
+                    self.assertEqual(facts["client_certificate"], cert is not None, facts)
+                    if expected in ("ok", "none"):
+                        self.assertEqual(facts["client_verify"], expected, facts)
+                    else:
+                        self.assertIn(expected, facts["client_verify"], facts)
+                    if cert is not None:
+                        self.assertEqual(facts["client_fingerprint"], cert.fingerprint())
+            self.assertTrue(s.running(), f"the server died under {mode}")
 
 
 # --------------------------------------------------------------------------------------------
