@@ -141,7 +141,7 @@ void TlsTransport::on_poll(int status, int events) {
         read_tls();
 }
 
-// "optional" client auth (issue 10): mbedTLS's VERIFY_OPTIONAL completes the handshake whatever the
+// "optional" client auth (issue #10): mbedTLS's VERIFY_OPTIONAL completes the handshake whatever the
 // certificate, so a certificate the client presented and that failed verification is refused here,
 // as "required" would: the same fatal alert, sent before the server's Finished. No certificate at
 // all (BADCERT_MISSING) is served. Returns the alert, or 0 to go on.

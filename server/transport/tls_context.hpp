@@ -39,7 +39,7 @@ struct TlsCertificate {
 
 // What lets a client skip the full handshake: the session-id cache, the session-ticket keys and the
 // DRBG that makes them. A certificate reload that changes nothing a session vouches for hands the
-// store on to the new TlsContext (issue 10), so cached sessions, tickets and the keys' rotation
+// store on to the new TlsContext (issue #10), so cached sessions, tickets and the keys' rotation
 // schedule (mbedTLS rotates them itself every session_timeout_s) carry over.
 class TlsSessionStore {
   public:

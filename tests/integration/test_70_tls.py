@@ -1,8 +1,9 @@
 """Tier 70: TLS itself (runs once, TRELLIS_TEST_TRANSPORT=tls): curl over https, the auto listener,
 redirect_to_https, HSTS, SNI certificate selection and 421, protocol version / ciphersuite / ALPN /
-curve policy, session resumption (tickets and cache), client certificates, the self-signed
-fallback, key/cert mismatch, bad handshakes the server must survive (its descriptor count back at
-baseline after each), renegotiation refused, and large bodies through TLS.
+curve policy, session resumption (tickets and cache, across a reload), client certificates under
+each client_auth mode, the self-signed fallback, key/cert mismatch, bad handshakes the server must
+survive (its descriptor count back at baseline after each), renegotiation refused, and large
+bodies through TLS.
 
 Certificates come from the openssl CLI (harness.make_ca / make_cert); the echo plugin reports what
 the connection is (see tls_facts)."""
@@ -697,7 +698,7 @@ class Resumption(TlsTestCase):
         resps, _ = parse_responses(data)
         self.assertEqual([r.body for r in resps], [HELLO])
 
-    # -- across a reload (issue 10)
+    # -- across a reload (issue #10)
     def session_of(self, s, ctx):
         """The TLS 1.2 session of a full handshake that served /hello."""
         c = self.tls_conn(s, ctx=ctx)
@@ -819,10 +820,11 @@ class ClientCertificates(TlsTestCase):
         self.assertTrue(facts["client_certificate"])
         self.assertEqual(facts["client_verify"], "ok")
 
-    # Each client certificate under each client_auth mode (issue 10): None is served, with the
-    # verification result the plugin sees; a string is the alert that ends the handshake. "optional"
-    # refuses what "required" refuses except no certificate at all; "optional_no_ca" serves
-    # everything and leaves the verdict to the plugin.
+    # Each client certificate under each client_auth mode (issue #10). "alert[:REASON]": the
+    # handshake is refused (with that alert when a certificate was presented); anything else: served,
+    # and the plugin sees that verification result ("ok", "none" or a part of the reasons).
+    # "optional" refuses what "required" refuses except no certificate at all; "optional_no_ca"
+    # serves everything and leaves the verdict to the plugin.
     MODES = ("required", "optional", "optional_no_ca")
     EXPECTED = {
         #             required                  optional                  optional_no_ca
