@@ -301,16 +301,22 @@ void Server::reload_certificates() {
         std::string where = listener_url(settings.config, settings.bound_port);
         try {
             // Everything is built here first, so a failure leaves every worker on the old state.
-            std::shared_ptr<TlsContext> context = TlsContext::load(config_.listen[i].tls);
+            // Unchanged certificates keep the sessions and ticket keys: clients resume as before.
+            std::shared_ptr<TlsContext> context =
+                TlsContext::load(config_.listen[i].tls, false, settings.tls.get());
             std::vector<std::shared_ptr<const WorkerTls>> per_worker;
             for (unsigned w = 0; w < workers_.size(); ++w)
                 per_worker.push_back(std::make_shared<WorkerTls>(context, w));
             for (unsigned w = 0; w < workers_.size(); ++w)
                 workers_[w]->replace_tls(i, std::move(per_worker[w]));
+            bool kept = context->shares_sessions_with(*settings.tls);
             settings.tls = context;
             for (const auto &cert : context->certificates())
                 TRELLIS_LOG_INFO("tls: %s now serves %s (SHA-256 fingerprint %s)", where.c_str(),
                                  cert->cert_file.c_str(), certificate_fingerprint(cert->chain).c_str());
+            TRELLIS_LOG_INFO("tls: %s %s", where.c_str(),
+                             kept ? "keeps its TLS sessions and ticket keys"
+                                  : "starts with no TLS sessions (a certificate, key or client CA changed)");
         } catch (const std::exception &e) {
             TRELLIS_LOG_ERROR("%s: %s; it keeps its previous certificates", where.c_str(), e.what());
         }

@@ -153,11 +153,14 @@ void parse_tls(const Reader &r, const json &value, const std::string &ptr, const
             tls.client_auth = ClientAuth::None;
         else if (mode == "optional")
             tls.client_auth = ClientAuth::Optional;
+        else if (mode == "optional_no_ca")
+            tls.client_auth = ClientAuth::OptionalNoCa;
         else if (mode == "required")
             tls.client_auth = ClientAuth::Required;
         else
             r.fail(ptr + "/client_auth",
-                   "expected \"none\", \"optional\" or \"required\", got \"" + mode + "\"");
+                   "expected \"none\", \"optional\", \"optional_no_ca\" or \"required\", got \"" + mode +
+                       "\"");
     }
     if (value.contains("client_ca"))
         tls.client_ca = resolve_path(base_dir, r.nonempty_string(value["client_ca"], ptr + "/client_ca"));

@@ -17,7 +17,10 @@ class ConfigError : public std::runtime_error {
 enum class TransportKind { Plain, Tls, Auto };
 // "access_log": {"format": ...}: the combined log format, or one JSON object per line.
 enum class AccessLogFormat { Combined, Json };
-enum class ClientAuth { None, Optional, Required };
+// none: no certificate asked for. optional: served without one, refused with one that fails
+// verification. optional_no_ca: any certificate is served; the plugin must check the result.
+// required: a valid one or no handshake.
+enum class ClientAuth { None, Optional, OptionalNoCa, Required };
 
 struct TlsCertificateConfig {
     std::string cert; // resolved path: PEM chain, leaf first

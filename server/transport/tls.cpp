@@ -141,8 +141,50 @@ void TlsTransport::on_poll(int status, int events) {
         read_tls();
 }
 
+// "optional" client auth (issue #10): mbedTLS's VERIFY_OPTIONAL completes the handshake whatever the
+// certificate, so a certificate the client presented and that failed verification is refused here,
+// as "required" would: the same fatal alert, sent before the server's Finished. No certificate at
+// all (BADCERT_MISSING) is served. Returns the alert, or 0 to go on.
+unsigned char TlsTransport::refused_client_certificate() const {
+    if (tls_->context().config().client_auth != ClientAuth::Optional)
+        return 0;
+    uint32_t flags = mbedtls_ssl_get_verify_result(ssl_.get());
+    if (flags == 0 || flags == MBEDTLS_X509_BADCERT_MISSING)
+        return 0;
+    // The alert mbedTLS itself sends for the same flags under "required"; the first match wins.
+    static const struct {
+        uint32_t flags;
+        unsigned char alert;
+    } kAlerts[] = {
+        {MBEDTLS_X509_BADCERT_OTHER, MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED},
+        {MBEDTLS_X509_BADCERT_CN_MISMATCH, MBEDTLS_SSL_ALERT_MSG_BAD_CERT},
+        {MBEDTLS_X509_BADCERT_KEY_USAGE | MBEDTLS_X509_BADCERT_EXT_KEY_USAGE |
+             MBEDTLS_X509_BADCERT_NS_CERT_TYPE | MBEDTLS_X509_BADCERT_BAD_PK | MBEDTLS_X509_BADCERT_BAD_KEY,
+         MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT},
+        {MBEDTLS_X509_BADCERT_EXPIRED, MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED},
+        {MBEDTLS_X509_BADCERT_REVOKED, MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED},
+        {MBEDTLS_X509_BADCERT_NOT_TRUSTED, MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA},
+    };
+    for (const auto &entry : kAlerts)
+        if (flags & entry.flags)
+            return entry.alert;
+    return MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN;
+}
+
 void TlsTransport::continue_handshake() {
-    int rc = mbedtls_ssl_handshake(ssl_.get());
+    // mbedtls_ssl_handshake() is this loop; stepping it here lets the client's certificate be
+    // judged right after it is parsed (the step that leaves the state at CLIENT_KEY_EXCHANGE).
+    int rc = 0;
+    while (rc == 0 && ssl_->state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+        rc = mbedtls_ssl_handshake_step(ssl_.get());
+        if (rc != 0 || ssl_->state != MBEDTLS_SSL_CLIENT_KEY_EXCHANGE)
+            continue;
+        if (unsigned char alert = refused_client_certificate()) {
+            mbedtls_ssl_send_alert_message(ssl_.get(), MBEDTLS_SSL_ALERT_LEVEL_FATAL, alert);
+            fail("handshake", MBEDTLS_ERR_X509_CERT_VERIFY_FAILED);
+            return;
+        }
+    }
     if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
         bool wants_write = rc == MBEDTLS_ERR_SSL_WANT_WRITE;
         if (wants_write != handshake_wants_write_) {

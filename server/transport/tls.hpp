@@ -42,6 +42,7 @@ class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
     void on_poll(int status, int events) override;
     bool start_tls();
     void continue_handshake();
+    unsigned char refused_client_certificate() const;
     void read_tls();
     void fail(const char *what, int code);
     ssize_t write_record(const unsigned char *data, size_t length);

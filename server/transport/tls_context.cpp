@@ -216,6 +216,40 @@ std::unique_ptr<TlsCertificate> load_certificate(const TlsCertificateConfig &fil
     return cert;
 }
 
+// What a resumed session vouches for without the full handshake: the certificate chains and keys
+// served, the client CA and the client-auth and session settings. SHA-256 over length-prefixed
+// pieces, so two different lists never hash alike.
+std::string session_identity(const TlsConfig &config,
+                             const std::vector<std::unique_ptr<TlsCertificate>> &certificates,
+                             const mbedtls_x509_crt &client_ca) {
+    mbedtls_sha256_context sha;
+    mbedtls_sha256_init(&sha);
+    mbedtls_sha256_starts_ret(&sha, 0);
+    auto add = [&sha](const void *data, size_t length) {
+        uint64_t size = length;
+        mbedtls_sha256_update_ret(&sha, reinterpret_cast<const unsigned char *>(&size), sizeof size);
+        mbedtls_sha256_update_ret(&sha, static_cast<const unsigned char *>(data), length);
+    };
+    auto add_chain = [&add](const mbedtls_x509_crt &chain) {
+        for (const mbedtls_x509_crt *crt = &chain; crt && crt->raw.p; crt = crt->next)
+            add(crt->raw.p, crt->raw.len);
+        add("", 0); // end of the chain
+    };
+    for (const auto &cert : certificates) {
+        add_chain(cert->chain);
+        add(cert->key_pem.data(), cert->key_pem.size());
+    }
+    add_chain(client_ca);
+    std::string settings = std::to_string(static_cast<int>(config.client_auth)) + " " +
+                           std::to_string(config.session_tickets) + " " +
+                           std::to_string(config.session_timeout_s);
+    add(settings.data(), settings.size());
+    unsigned char digest[32];
+    mbedtls_sha256_finish_ret(&sha, digest);
+    mbedtls_sha256_free(&sha);
+    return std::string(reinterpret_cast<const char *>(digest), sizeof digest);
+}
+
 } // namespace
 
 std::string tls_error_text(int code) {
@@ -260,21 +294,54 @@ bool TlsCertificate::covers(std::string_view host) const {
     return false;
 }
 
-TlsContext::TlsContext(const TlsConfig &config) : config_(config) {
-    mbedtls_x509_crt_init(&client_ca_);
+TlsSessionStore::TlsSessionStore(const TlsConfig &config, std::string identity)
+    : identity_(std::move(identity)), cache_on_(config.session_timeout_s > 0),
+      tickets_on_(config.session_tickets) {
     mbedtls_ssl_cache_init(&cache_);
     mbedtls_ssl_ticket_init(&ticket_);
     mbedtls_ctr_drbg_init(&ticket_drbg_);
 }
 
-TlsContext::~TlsContext() {
+std::shared_ptr<TlsSessionStore> TlsSessionStore::create(const TlsConfig &config, std::string identity) {
+    std::shared_ptr<TlsSessionStore> store(new TlsSessionStore(config, std::move(identity)));
+    mbedtls_ssl_cache_set_timeout(&store->cache_, static_cast<int>(config.session_timeout_s));
+    if (!store->tickets_on_)
+        return store;
+    seed(store->ticket_drbg_, "trellis tickets");
+    // The ticket key rotates every session_timeout_s (mbedTLS keeps the previous key to accept
+    // tickets issued just before the rotation).
+    int rc = mbedtls_ssl_ticket_setup(&store->ticket_, mbedtls_ctr_drbg_random, &store->ticket_drbg_,
+                                      MBEDTLS_CIPHER_AES_256_GCM,
+                                      config.session_timeout_s ? config.session_timeout_s : 1);
+    if (rc != 0)
+        throw StartupError("tls: cannot set up session tickets: " + tls_error_text(rc));
+    return store;
+}
+
+TlsSessionStore::~TlsSessionStore() {
     mbedtls_ssl_ticket_free(&ticket_);
     mbedtls_ssl_cache_free(&cache_);
-    mbedtls_x509_crt_free(&client_ca_);
     mbedtls_ctr_drbg_free(&ticket_drbg_);
 }
 
-std::shared_ptr<TlsContext> TlsContext::load(const TlsConfig &config, bool check_only) {
+void TlsSessionStore::attach(mbedtls_ssl_config &config) {
+    if (cache_on_)
+        mbedtls_ssl_conf_session_cache(&config, &cache_, mbedtls_ssl_cache_get, mbedtls_ssl_cache_set);
+    if (tickets_on_)
+        mbedtls_ssl_conf_session_tickets_cb(&config, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
+                                            &ticket_);
+}
+
+TlsContext::TlsContext(const TlsConfig &config) : config_(config) {
+    mbedtls_x509_crt_init(&client_ca_);
+}
+
+TlsContext::~TlsContext() {
+    mbedtls_x509_crt_free(&client_ca_);
+}
+
+std::shared_ptr<TlsContext> TlsContext::load(const TlsConfig &config, bool check_only,
+                                             const TlsContext *previous) {
     std::shared_ptr<TlsContext> context(new TlsContext(config));
     for (const TlsCertificateConfig &files : config.certificates) {
         bool cert_there = exists(files.cert), key_there = exists(files.key);
@@ -302,17 +369,11 @@ std::shared_ptr<TlsContext> TlsContext::load(const TlsConfig &config, bool check
                 "tls: client_ca " + config.client_ca + ": " +
                 (rc < 0 ? tls_error_text(rc) : std::to_string(rc) + " certificate(s) unreadable"));
     }
-    mbedtls_ssl_cache_set_timeout(&context->cache_, static_cast<int>(config.session_timeout_s));
-    if (config.session_tickets) {
-        seed(context->ticket_drbg_, "trellis tickets");
-        // The ticket key rotates every session_timeout_s (mbedTLS keeps the previous key to accept
-        // tickets issued just before the rotation).
-        int rc = mbedtls_ssl_ticket_setup(&context->ticket_, mbedtls_ctr_drbg_random, &context->ticket_drbg_,
-                                          MBEDTLS_CIPHER_AES_256_GCM,
-                                          config.session_timeout_s ? config.session_timeout_s : 1);
-        if (rc != 0)
-            throw StartupError("tls: cannot set up session tickets: " + tls_error_text(rc));
-    }
+    std::string identity = session_identity(config, context->certificates_, context->client_ca_);
+    if (previous && previous->sessions_ && previous->sessions_->identity() == identity)
+        context->sessions_ = previous->sessions_;
+    else
+        context->sessions_ = TlsSessionStore::create(config, std::move(identity));
     return context;
 }
 
@@ -363,17 +424,15 @@ WorkerTls::WorkerTls(std::shared_ptr<const TlsContext> context, unsigned worker_
     const TlsConfig &settings = context_->config();
     if (settings.client_auth != ClientAuth::None) {
         mbedtls_ssl_conf_ca_chain(&config_, &ctx.client_ca_, nullptr);
+        // Optional and OptionalNoCa both complete the handshake in mbedTLS; TlsTransport refuses a
+        // certificate that failed verification under Optional.
         mbedtls_ssl_conf_authmode(&config_, settings.client_auth == ClientAuth::Required
                                                 ? MBEDTLS_SSL_VERIFY_REQUIRED
                                                 : MBEDTLS_SSL_VERIFY_OPTIONAL);
     } else {
         mbedtls_ssl_conf_authmode(&config_, MBEDTLS_SSL_VERIFY_NONE);
     }
-    if (settings.session_timeout_s > 0)
-        mbedtls_ssl_conf_session_cache(&config_, &ctx.cache_, mbedtls_ssl_cache_get, mbedtls_ssl_cache_set);
-    if (settings.session_tickets)
-        mbedtls_ssl_conf_session_tickets_cb(&config_, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
-                                            &ctx.ticket_);
+    ctx.sessions_->attach(config_);
 }
 
 WorkerTls::~WorkerTls() {

@@ -1,8 +1,8 @@
 // TLS settings turned into mbedTLS objects. A TlsContext is loaded once per listener on the main
-// thread and then only read: certificate chains, the client CA, the session cache and the ticket
-// keys (mbedTLS locks those two itself). Everything mbedTLS writes during a handshake is per
-// worker (WorkerTls): the ssl_config, the DRBG and the private keys, whose ECP contexts cache
-// precomputed tables on first use and so cannot be shared between threads.
+// thread and then only read: certificate chains, the client CA and its TlsSessionStore (the session
+// cache and the ticket keys, which mbedTLS locks itself). Everything mbedTLS writes during a
+// handshake is per worker (WorkerTls): the ssl_config, the DRBG and the private keys, whose ECP
+// contexts cache precomputed tables on first use and so cannot be shared between threads.
 #pragma once
 
 #include "config/config.hpp"
@@ -37,13 +37,44 @@ struct TlsCertificate {
     bool covers(std::string_view host) const;
 };
 
+// What lets a client skip the full handshake: the session-id cache, the session-ticket keys and the
+// DRBG that makes them. A certificate reload that changes nothing a session vouches for hands the
+// store on to the new TlsContext (issue #10), so cached sessions, tickets and the keys' rotation
+// schedule (mbedTLS rotates them itself every session_timeout_s) carry over.
+class TlsSessionStore {
+  public:
+    // `identity`: a digest of the certificates, keys, client CA and session settings a session from
+    // this store was made under; throws StartupError. (A later tls.ticket_key_file would load the
+    // ticket keys here instead of drawing them.)
+    static std::shared_ptr<TlsSessionStore> create(const TlsConfig &config, std::string identity);
+    ~TlsSessionStore();
+    TlsSessionStore(const TlsSessionStore &) = delete;
+    TlsSessionStore &operator=(const TlsSessionStore &) = delete;
+
+    const std::string &identity() const { return identity_; }
+    // Points a worker's ssl_config at the cache and the ticket callbacks, as the settings ask.
+    void attach(mbedtls_ssl_config &config);
+
+  private:
+    TlsSessionStore(const TlsConfig &config, std::string identity);
+    std::string identity_;
+    bool cache_on_;
+    bool tickets_on_;
+    mbedtls_ssl_cache_context cache_;
+    mbedtls_ssl_ticket_context ticket_;
+    mbedtls_ctr_drbg_context ticket_drbg_; // used by the ticket context under its own mutex
+};
+
 class TlsContext {
   public:
     // Loads (or, with self_signed_if_missing, first creates) every certificate; throws
     // StartupError naming the file and the problem.
     // `check_only` (trellis --check): a missing pair that would be generated is fine, and
     // nothing is written.
-    static std::shared_ptr<TlsContext> load(const TlsConfig &config, bool check_only = false);
+    // `previous` (a reload): its session store is adopted when the certificates, keys and client CA
+    // are byte for byte the same; otherwise resumed sessions would skip the new certificates.
+    static std::shared_ptr<TlsContext> load(const TlsConfig &config, bool check_only = false,
+                                            const TlsContext *previous = nullptr);
     ~TlsContext();
     TlsContext(const TlsContext &) = delete;
     TlsContext &operator=(const TlsContext &) = delete;
@@ -52,6 +83,8 @@ class TlsContext {
     const std::vector<std::unique_ptr<TlsCertificate>> &certificates() const { return certificates_; }
     // The certificate for an SNI name: exact SAN match first, then wildcard, else the first.
     size_t pick(std::string_view server_name) const;
+    // True when both resume the same sessions (a reload kept them).
+    bool shares_sessions_with(const TlsContext &other) const { return sessions_ == other.sessions_; }
 
   private:
     TlsContext(const TlsConfig &config);
@@ -59,9 +92,7 @@ class TlsContext {
     TlsConfig config_;
     std::vector<std::unique_ptr<TlsCertificate>> certificates_;
     mbedtls_x509_crt client_ca_;
-    mbedtls_ssl_cache_context cache_;
-    mbedtls_ssl_ticket_context ticket_;
-    mbedtls_ctr_drbg_context ticket_drbg_; // used by the ticket context under its own mutex
+    std::shared_ptr<TlsSessionStore> sessions_;
 };
 
 // Told by the SNI callback which name the client asked for and which certificate was chosen. The

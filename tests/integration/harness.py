@@ -226,11 +226,46 @@ def make_ca(dir: Path, name: str, cn: str | None = None, days: int = 3650) -> Ce
     return CertPair(crt, key)
 
 
+_OPENSSL_CA_CNF = """\
+[ ca ]
+default_ca = signer
+[ signer ]
+database = {dir}/index.txt
+serial = {dir}/serial
+new_certs_dir = {dir}
+default_md = sha256
+policy = any
+unique_subject = no
+[ any ]
+organizationName = optional
+commonName = supplied
+"""
+
+
+def _sign_with_dates(dir: Path, csr: Path, crt: Path, ca: CertPair, cnf: Path, extensions: str,
+                     not_before: str, not_after: str) -> None:
+    """Signs csr with `openssl ca`, the one openssl 3.0 command that sets both validity dates
+    (x509 -req and req -x509 cannot backdate). Dates as "YYYYMMDDHHMMSSZ"."""
+    work = Path(tempfile.mkdtemp(prefix="ca-", dir=dir))
+    (work / "index.txt").write_text("")
+    (work / "serial").write_text(os.urandom(8).hex() + "\n")
+    config = work / "ca.cnf"
+    config.write_text(_OPENSSL_CA_CNF.format(dir=work))
+    openssl("ca", "-batch", "-notext", "-config", str(config), "-cert", str(ca.cert), "-keyfile",
+            str(ca.key), "-in", str(csr), "-out", str(crt), "-preserveDN", "-startdate", not_before,
+            "-enddate", not_after, "-extfile", str(cnf), "-extensions", extensions)
+    shutil.rmtree(work, True)
+
+
 def make_cert(dir: Path, name: str, ca: CertPair, cn: str, dns=(), ips=(), client: bool = False,
-              key_kind: str = "ec", days: int = 825) -> CertPair:
+              key_kind: str = "ec", days: int = 825, not_before: str | None = None,
+              not_after: str | None = None) -> CertPair:
     """A leaf certificate signed by ca, with subjectAltName DNS:dns..., IP:ips...; a server
     certificate (serverAuth) or, with client=True, a client one (clientAuth). Checked with
-    `openssl verify` against ca before it is returned."""
+    `openssl verify` against ca before it is returned (its dates unchecked when given).
+    not_before and not_after ("YYYYMMDDHHMMSSZ", both or neither) replace `days`: an expired
+    certificate is one whose not_after has passed. A client=False certificate used as a client
+    one is the "wrong extended key usage" case (serverAuth only)."""
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
     key = make_key(dir / f"{name}.key", key_kind)
@@ -238,12 +273,17 @@ def make_cert(dir: Path, name: str, ca: CertPair, cn: str, dns=(), ips=(), clien
     csr, crt = dir / f"{name}.csr", dir / f"{name}.crt"
     openssl("req", "-new", "-config", str(cnf), "-key", str(key), "-subj",
             f"/O=Trellis tests/CN={cn}", "-out", str(csr))
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key),
-            "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-sha256",
-            "-days", str(days), "-extfile", str(cnf), "-extensions", "client" if client else "server",
-            "-out", str(crt))
-    v = openssl("verify", "-CAfile", str(ca.cert), "-purpose", "sslclient" if client else "sslserver",
-                str(crt))
+    extensions = "client" if client else "server"
+    when = []
+    if not_before or not_after:
+        _sign_with_dates(dir, csr, crt, ca, cnf, extensions, not_before, not_after)
+        when = ["-no_check_time"]  # the CA itself may be younger than these dates
+    else:
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key),
+                "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-sha256",
+                "-days", str(days), "-extfile", str(cnf), "-extensions", extensions, "-out", str(crt))
+    v = openssl("verify", *when, "-CAfile", str(ca.cert), "-purpose",
+                "sslclient" if client else "sslserver", str(crt))
     if not v.stdout.decode().strip().endswith(": OK"):
         raise AssertionError(f"openssl verify of {crt}: {v.stdout!r} {v.stderr!r}")
     return CertPair(crt, key)

@@ -1,8 +1,9 @@
 """Tier 70: TLS itself (runs once, TRELLIS_TEST_TRANSPORT=tls): curl over https, the auto listener,
 redirect_to_https, HSTS, SNI certificate selection and 421, protocol version / ciphersuite / ALPN /
-curve policy, session resumption (tickets and cache), client certificates, the self-signed
-fallback, key/cert mismatch, bad handshakes the server must survive (its descriptor count back at
-baseline after each), renegotiation refused, and large bodies through TLS.
+curve policy, session resumption (tickets and cache, across a reload), client certificates under
+each client_auth mode, the self-signed fallback, key/cert mismatch, bad handshakes the server must
+survive (its descriptor count back at baseline after each), renegotiation refused, and large
+bodies through TLS.
 
 Certificates come from the openssl CLI (harness.make_ca / make_cert); the echo plugin reports what
 the connection is (see tls_facts)."""
@@ -69,6 +70,10 @@ class Certs:
         self.other_ca = make_ca(d, "other-ca", "Some Other CA")
         self.stranger = make_cert(d, "stranger", self.other_ca, "stranger",
                                   dns=["stranger.example"], client=True)
+        self.expired = make_cert(d, "expired", self.clients_ca, "expired one", client=True,
+                                 not_before="20200101000000Z", not_after="20210101000000Z")
+        # Signed by the trusted CA, but for serverAuth only.
+        self.wrong_eku = make_cert(d, "wrong-eku", self.clients_ca, "server only", client=False)
 
 
 _certs = None
@@ -693,6 +698,85 @@ class Resumption(TlsTestCase):
         resps, _ = parse_responses(data)
         self.assertEqual([r.body for r in resps], [HELLO])
 
+    # -- across a reload (issue #10)
+    def session_of(self, s, ctx):
+        """The TLS 1.2 session of a full handshake that served /hello."""
+        c = self.tls_conn(s, ctx=ctx)
+        c.request("GET", "/hello")
+        self.assertEqual(c.read_response().body, HELLO)
+        self.assertFalse(c.sock.session_reused)
+        return c.sock.session
+
+    def resumes(self, s, ctx, session) -> bool:
+        """Whether a new connection offering `session` resumes it; resumed or not, it is served."""
+        raw = socket.create_connection((LOOPBACK, s.port), timeout=5)
+        c = ctx.wrap_socket(raw, server_hostname="localhost", session=session)
+        try:
+            reused = c.session_reused
+            c.sendall(build_request("GET", "/hello", [("Connection", "close")]))
+            data, _ = recv_until_closed(c, 5)
+        finally:
+            c.close()
+        resps, _ = parse_responses(data)
+        self.assertEqual([r.body for r in resps], [HELLO])
+        return reused
+
+    def reload_certificates(self, s) -> str:
+        """SIGHUP; returns the log written once the certificates are reloaded."""
+        mark = s.log_mark()
+        s.send_signal(signal.SIGHUP)
+        self.assertIsNotNone(s.wait_stderr_since(mark, r"tls: \S+ now serves ", timeout=10),
+                             s.stderr_since(mark))
+        self.assertIsNotNone(s.wait_stderr_since(mark, r"tls: \S+ (keeps its|starts with no) TLS sessions",
+                                                 timeout=5), s.stderr_since(mark))
+        return s.stderr_since(mark)
+
+    def check_sessions_survive_a_reload(self, tickets: bool):
+        s = self.tls_server(tls=tls_settings(session_tickets=tickets), workers=2)
+        ctx = client_ctx()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if not tickets:
+            ctx.options |= ssl.OP_NO_TICKET
+        session = self.session_of(s, ctx)
+        self.assertEqual(session.has_ticket, tickets)
+        self.assertTrue(self.resumes(s, ctx, session), "no resumption even before the reload")
+        log = self.reload_certificates(s)
+        # Three tries: the workers take up the reloaded settings through their mailboxes.
+        for attempt in range(3):
+            self.assertTrue(self.resumes(s, ctx, session), f"not resumed after the reload ({attempt})")
+        self.assertIn("keeps its TLS sessions and ticket keys", log)
+
+    def test_ticket_sessions_survive_a_reload(self):
+        self.check_sessions_survive_a_reload(tickets=True)
+
+    def test_cached_sessions_survive_a_reload(self):
+        self.check_sessions_survive_a_reload(tickets=False)
+
+    def test_a_changed_certificate_starts_new_sessions(self):
+        site = self.tmp / "site"
+        site.mkdir()
+        crt, key = site / "site.crt", site / "site.key"
+        crt.write_bytes(suite_pki().server.cert.read_bytes())
+        key.write_bytes(suite_pki().server.key.read_bytes())
+        s = self.tls_server(tls=tls_settings(harness.CertPair(crt, key)))
+        ctx = client_ctx()
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        session = self.session_of(s, ctx)
+        self.assertTrue(self.resumes(s, ctx, session))
+        renewed = make_cert(self.tmp / "renewed", "localhost", suite_pki().ca, "localhost",
+                            dns=["localhost"], ips=["127.0.0.1"])
+        key.write_bytes(renewed.key.read_bytes())
+        crt.write_bytes(renewed.cert.read_bytes())
+        log = self.reload_certificates(s)
+
+        def served():
+            c = self.tls_conn(s, ctx=client_ctx())
+            return c.sock.getpeercert(binary_form=True)
+        # The one worker serves the new certificate: from now on it uses the new settings.
+        self.assertTrue(wait_for(lambda: served() == der(renewed.cert), 5), "the old certificate stays")
+        self.assertFalse(self.resumes(s, ctx, session), "a session from before the new certificate resumed")
+        self.assertIn("starts with no TLS sessions", log)
+
 
 # --------------------------------------------------------------------------------------------
 # Client certificates
@@ -736,12 +820,46 @@ class ClientCertificates(TlsTestCase):
         self.assertTrue(facts["client_certificate"])
         self.assertEqual(facts["client_verify"], "ok")
 
-    def test_optional_with_an_untrusted_certificate_says_so(self):
-        s = self.server("optional")
-        facts, _ = self.echo_tls(s, ctx=client_ctx(client_cert=certs().stranger))
-        self.assertTrue(facts["client_certificate"], facts)
-        self.assertIn("CN=stranger", facts["client_subject"])
-        self.assertNotIn(facts["client_verify"], ("ok", "none", "", None), facts)
+    # Each client certificate under each client_auth mode (issue #10). "alert[:REASON]": the
+    # handshake is refused (with that alert when a certificate was presented); anything else: served,
+    # and the plugin sees that verification result ("ok", "none" or a part of the reasons).
+    # "optional" refuses what "required" refuses except no certificate at all; "optional_no_ca"
+    # serves everything and leaves the verdict to the plugin.
+    MODES = ("required", "optional", "optional_no_ca")
+    EXPECTED = {
+        #             required                  optional                  optional_no_ca
+        "none":      ("alert",                  "none",                   "none"),
+        "good":      ("ok",                     "ok",                     "ok"),
+        "untrusted": ("alert:ALERT_UNKNOWN_CA", "alert:ALERT_UNKNOWN_CA", "not correctly signed by the trusted CA"),
+        "expired":   ("alert:CERTIFICATE_EXPIRED", "alert:CERTIFICATE_EXPIRED", "validity has expired"),
+        "wrong_eku": ("alert:UNSUPPORTED_CERTIFICATE", "alert:UNSUPPORTED_CERTIFICATE", "extendedKeyUsage"),
+    }
+
+    def test_each_client_certificate_under_each_mode(self):
+        c = certs()
+        presented = {"none": None, "good": c.client, "untrusted": c.stranger, "expired": c.expired,
+                     "wrong_eku": c.wrong_eku}
+        for m, mode in enumerate(self.MODES):
+            s = self.server(mode)
+            for name, cert in presented.items():
+                expected = self.EXPECTED[name][m]
+                with self.subTest(mode=mode, certificate=name, expected=expected):
+                    ctx = client_ctx(client_cert=cert)
+                    if expected.startswith("alert"):
+                        reason = expected.partition(":")[2] or None
+                        error = self.assertHandshakeFails(s, ctx, reason=reason)
+                        if cert is not None:
+                            self.assertIsNotNone(error, "refused only after the handshake")
+                        continue
+                    facts, _ = self.echo_tls(s, ctx=ctx)
+                    self.assertEqual(facts["client_certificate"], cert is not None, facts)
+                    if expected in ("ok", "none"):
+                        self.assertEqual(facts["client_verify"], expected, facts)
+                    else:
+                        self.assertIn(expected, facts["client_verify"], facts)
+                    if cert is not None:
+                        self.assertEqual(facts["client_fingerprint"], cert.fingerprint())
+            self.assertTrue(s.running(), f"the server died under {mode}")
 
 
 # --------------------------------------------------------------------------------------------

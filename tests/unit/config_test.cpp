@@ -215,9 +215,31 @@ TEST_CASE("config: tls settings") {
                         "listen": [{"port": 1, "transport": "auto"}]})",
                     "/listen/0", "\"client_auth\" other than \"none\" needs \"client_ca\"");
     }
+    SUBCASE("every client_auth mode") {
+        const std::pair<const char *, trellis::ClientAuth> modes[] = {
+            {"none", trellis::ClientAuth::None},
+            {"optional", trellis::ClientAuth::Optional},
+            {"optional_no_ca", trellis::ClientAuth::OptionalNoCa},
+            {"required", trellis::ClientAuth::Required}};
+        for (const auto &[name, mode] : modes) {
+            INFO("client_auth: " << name);
+            trellis::Config config = trellis::parse_config(
+                R"({"tls": {"certificates": [{"cert": "c.pem", "key": "k.pem"}], "client_ca": "ca.pem",
+                            "client_auth": ")" +
+                    std::string(name) + R"("},
+                    "listen": [{"port": 1, "transport": "tls"}]})",
+                "/etc/trellis/server.json");
+            CHECK(config.listen[0].tls.client_auth == mode);
+        }
+        check_error(R"({"tls": {"certificates": [{"cert": "a", "key": "b"}], "client_auth": "optional_no_ca"},
+                        "listen": [{"port": 1, "transport": "tls"}]})",
+                    "/listen/0", "\"client_auth\" other than \"none\" needs \"client_ca\"");
+    }
     SUBCASE("bad values") {
         check_error(R"({"tls": {"client_auth": "maybe"}, "listen": [{"port": 1}]})", "/tls/client_auth",
-                    "expected \"none\", \"optional\" or \"required\", got \"maybe\"");
+                    "expected \"none\", \"optional\", \"optional_no_ca\" or \"required\", got \"maybe\"");
+        check_error(R"({"listen": [{"port": 1, "tls": {"client_auth": "optional-no-ca"}}]})",
+                    "/listen/0/tls/client_auth", "got \"optional-no-ca\"");
         check_error(R"({"tls": {"certificates": [{"cert": "a"}]}, "listen": [{"port": 1}]})",
                     "/tls/certificates/0", "expected {\"cert\": FILE, \"key\": FILE}");
         check_error(R"({"listen": [{"port": 1, "redirect_to_https": "http://x"}]})",
