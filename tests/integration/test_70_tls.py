@@ -811,6 +811,24 @@ class ClientCertificates(TlsTestCase):
         self.assertHandshakeFails(s, client_ctx(client_cert=certs().stranger))
         self.assertStillServing(s, baseline, ctx=good)
 
+    def test_a_reload_applies_client_auth_and_names_hsts_as_restart_only(self):
+        """Issue 10, item 4: the listeners' TLS settings are applied by SIGHUP, all but hsts."""
+        s = self.server("none")
+        facts, _ = self.echo_tls(s)
+        self.assertFalse(facts["client_certificate"], facts)
+        cfg = dict(s.config)
+        cfg["tls"] = dict(cfg["tls"], client_auth="required", hsts="max-age=60")
+        mark = s.log_mark()
+        ok, line, _ = s.reload(cfg)
+        self.assertTrue(ok, line)
+        self.assertIsNotNone(s.wait_stderr_since(mark, r"tls: https://\S+ starts with no TLS sessions"),
+                             s.stderr_since(mark))
+        self.assertIn("reload: tls.hsts changed and takes effect at the next restart", s.stderr_since(mark))
+        self.assertHandshakeFails(s, client_ctx())
+        facts, r = self.echo_tls(s, ctx=client_ctx(client_cert=certs().client))
+        self.assertEqual(facts["client_verify"], "ok")
+        self.assertIsNone(r.header("strict-transport-security"), r)
+
     def test_optional_without_a_certificate_is_served(self):
         s = self.server("optional")
         facts, _ = self.echo_tls(s)
