@@ -1,10 +1,9 @@
 #include "listener.hpp"
 
 #include "connection.hpp"
+#include "errors.hpp"
 #include "log/log.hpp"
-#include "plugin/loader.hpp"
-#include "transport/plain.hpp"
-#include "transport/tls.hpp"
+#include "transport/factory.hpp"
 #include "worker_context.hpp"
 
 #include <arpa/inet.h>
@@ -181,12 +180,7 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
     }
     int on = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    Transport *transport;
-    if (tls_)
-        transport =
-            TlsTransport::create(worker_.loop(), fd, tls_, settings_.config.transport == TransportKind::Auto);
-    else
-        transport = PlainTransport::create(worker_.loop(), fd);
+    Transport *transport = create_transport(worker_.loop(), fd, settings_.config.transport, tls_);
     if (!transport) {
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
         return;

@@ -1,7 +1,6 @@
 // trellis: command line, configuration, start, and the exit status.
 #include "config/config.hpp"
 #include "log/log.hpp"
-#include "plugin/loader.hpp"
 #include "server.hpp"
 
 #include <csignal>

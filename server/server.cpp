@@ -8,7 +8,7 @@
 #include "plugin/loader.hpp"
 #include "router.hpp"
 #include "thread_pool.hpp"
-#include "transport/tls_context.hpp"
+#include "transport/factory.hpp"
 #include "worker.hpp"
 
 #include <algorithm>
@@ -135,7 +135,7 @@ void check_configuration(const Config &config) {
     build_generation(config, nullptr, nullptr, 1);
     for (const ListenConfig &listen : config.listen)
         if (listen.transport != TransportKind::Plain)
-            TlsContext::load(listen.tls, true);
+            check_tls(listen.tls);
 }
 
 Server::Server(Config config) : config_(std::move(config)) {}
@@ -180,7 +180,7 @@ void Server::start() {
         auto settings = std::make_unique<ListenerSettings>();
         settings->config = listen;
         if (listen.transport != TransportKind::Plain)
-            settings->tls = TlsContext::load(listen.tls);
+            settings->tls = load_tls(listen.tls);
         listeners_.push_back(std::move(settings));
     }
     WorkerShared shared;
@@ -302,18 +302,16 @@ void Server::reload_certificates() {
         try {
             // Everything is built here first, so a failure leaves every worker on the old state.
             // Unchanged certificates keep the sessions and ticket keys: clients resume as before.
-            std::shared_ptr<TlsContext> context =
-                TlsContext::load(config_.listen[i].tls, false, settings.tls.get());
+            std::shared_ptr<TlsContext> context = load_tls(config_.listen[i].tls, settings.tls.get());
             std::vector<std::shared_ptr<const WorkerTls>> per_worker;
             for (unsigned w = 0; w < workers_.size(); ++w)
-                per_worker.push_back(std::make_shared<WorkerTls>(context, w));
+                per_worker.push_back(make_worker_tls(context, w));
             for (unsigned w = 0; w < workers_.size(); ++w)
                 workers_[w]->replace_tls(i, std::move(per_worker[w]));
-            bool kept = context->shares_sessions_with(*settings.tls);
+            bool kept = keeps_sessions_of(*context, *settings.tls);
             settings.tls = context;
-            for (const auto &cert : context->certificates())
-                TRELLIS_LOG_INFO("tls: %s now serves %s (SHA-256 fingerprint %s)", where.c_str(),
-                                 cert->cert_file.c_str(), certificate_fingerprint(cert->chain).c_str());
+            for (const std::string &certificate : describe_certificates(*context))
+                TRELLIS_LOG_INFO("tls: %s now serves %s", where.c_str(), certificate.c_str());
             TRELLIS_LOG_INFO("tls: %s %s", where.c_str(),
                              kept ? "keeps its TLS sessions and ticket keys"
                                   : "starts with no TLS sessions (a certificate, key or client CA changed)");

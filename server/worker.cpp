@@ -6,7 +6,7 @@
 #include "log/log.hpp"
 #include "mailbox.hpp"
 #include "plugin/loader.hpp"
-#include "transport/tls_context.hpp"
+#include "transport/factory.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -71,7 +71,7 @@ int Worker::close_loop() {
 uint16_t Worker::listen(const ListenerSettings &settings, uint16_t port) {
     std::shared_ptr<const WorkerTls> tls;
     if (settings.tls)
-        tls = std::make_shared<WorkerTls>(settings.tls, index_);
+        tls = make_worker_tls(settings.tls, index_);
     Listener *listener = Listener::open(*context_, settings, std::move(tls), port);
     listeners_.push_back(listener);
     return listener->port();

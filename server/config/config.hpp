@@ -2,17 +2,13 @@
 // of the offending value and what was expected, in one line (ConfigError::what()).
 #pragma once
 
+#include "errors.hpp"
+
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace trellis {
-
-class ConfigError : public std::runtime_error {
-  public:
-    using std::runtime_error::runtime_error;
-};
 
 enum class TransportKind { Plain, Tls, Auto };
 // "access_log": {"format": ...}: the combined log format, or one JSON object per line.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "errors.hpp"
 
 #include <trellis/plugin.h>
 
@@ -17,11 +18,6 @@ struct trellis_plugin_ctx {
 };
 
 namespace trellis {
-
-class StartupError : public std::runtime_error {
-  public:
-    using std::runtime_error::runtime_error;
-};
 
 // Identity of a file on disk: a library file replaced (even at the same path) compares unequal.
 struct FileIdentity {

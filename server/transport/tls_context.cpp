@@ -1,7 +1,7 @@
 #include "transport/tls_context.hpp"
 
 #include "log/log.hpp"
-#include "plugin/loader.hpp"
+#include "errors.hpp"
 
 #include <mbedtls/asn1write.h>
 #include <mbedtls/entropy.h>
