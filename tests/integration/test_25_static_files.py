@@ -344,6 +344,8 @@ class Ranges(FileTestCase):
                                   ("bytes=990-2000", 990, n - 1),        # end clipped
                                   (f"bytes=0-{n - 1}", 0, n - 1),
                                   ("bytes=-5000", 0, n - 1),             # suffix > size
+                                  ("BYTES=0-1", 0, 1),                   # RFC 9110 §14.1:
+                                  ("ByTeS=-2", n - 2, n - 1),            # units ignore case
                                   ("bytes = 0-9", None, None)):           # not valid: whitespace
             with self.subTest(spec):
                 r = self.get_range(spec)
