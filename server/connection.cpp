@@ -117,6 +117,29 @@ void append_number(std::string &out, uint64_t value) {
     out.append(digits, end);
 }
 
+// A 304 stands for a representation the client already has (RFC 9110 section 15.4.5): it keeps
+// what a cache updates (ETag, Cache-Control, Expires, Vary, Content-Location, and Last-Modified,
+// as nginx sends it) and whatever else a plugin set (Set-Cookie, its own fields), but never the
+// fields that describe a body it does not carry.
+bool describes_absent_body(std::string_view name) {
+    for (std::string_view body_field :
+         {"content-type", "content-encoding", "content-language", "content-length", "content-range",
+          "content-disposition", "accept-ranges", "x-content-type-options", "transfer-encoding"})
+        if (iequals(name, body_field))
+            return true;
+    return false;
+}
+
+void append_304_fields(std::string &out, std::string_view headers) {
+    while (!headers.empty()) {
+        size_t eol = headers.find("\r\n");
+        std::string_view line = headers.substr(0, eol == std::string_view::npos ? eol : eol + 2);
+        if (!describes_absent_body(line.substr(0, line.find(':'))))
+            out.append(line);
+        headers.remove_prefix(line.size());
+    }
+}
+
 } // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -1600,7 +1623,10 @@ void Connection::write_head(int status, uint64_t content_length, bool with_lengt
     out.append("\r\nDate: ");
     out.append(worker_.date.now());
     out.append("\r\nServer: trellis\r\n");
-    out.append(s.request.response_headers);
+    if (status == 304)
+        append_304_fields(out, s.request.response_headers);
+    else
+        out.append(s.request.response_headers);
     if (listen_ && !listen_->tls.hsts.empty() && transport_->tls_facts()) {
         out.append("Strict-Transport-Security: ");
         out.append(listen_->tls.hsts);

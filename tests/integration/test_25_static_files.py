@@ -63,6 +63,11 @@ def tokens(resp, name):
     return out
 
 
+# Fields that describe a body: never in a 304, which has none (RFC 9110 §15.4.5).
+BODY_FIELDS = ("Content-Type", "Content-Length", "Content-Encoding", "Content-Range",
+               "Accept-Ranges", "X-Content-Type-Options", "Transfer-Encoding")
+
+
 class FileTestCase(TrellisTestCase):
     """Assertions shared by the classes below."""
 
@@ -226,8 +231,22 @@ class Conditionals(FileTestCase):
                         self.assertEqual(r.body, b"")
                         self.assertEqual(r.header("ETag"), self.etag, r)
                         self.assertEqual(r.header("Last-Modified"), self.lm, r)
+                        self.assertNoBodyFields(r)
                     if status in (304, 412):
                         self.assertNotEqual(r.body, NOTES)
+
+    def assertNoBodyFields(self, r):
+        """RFC 9110 §15.4.5: a 304 keeps the cache's fields, not those of the absent body."""
+        for name in BODY_FIELDS:
+            self.assertEqual(r.header_all(name), [], f"{name} in a 304: {r!r}")
+
+    def test_304_has_cache_fields_only(self):
+        # what a linter sees: curl -sI -H 'If-None-Match: *'
+        cr = self.s.curl("/notes.txt", "-I", "-H", "If-None-Match: *")
+        self.assertEqual((cr.returncode, cr.status), (0, 304), cr)
+        self.assertNoBodyFields(cr)
+        for name in ("ETag", "Last-Modified", "Date"):
+            self.assertEqual(len(cr.header_all(name)), 1, f"{name} in {cr!r}")
 
     def test_if_match_and_if_unmodified_since(self):
         e = self.etag
