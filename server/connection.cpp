@@ -927,6 +927,10 @@ int Connection::parse_target() {
     ActiveSession &s = *session_;
     Request &r = s.request;
     std::string_view target = r.str(r.target);
+    // A fragment is the client's own business and never part of a request target (RFC 9112
+    // section 3.2); llhttp passes "#" through in the URL.
+    if (target.find('#') != std::string_view::npos)
+        return 400;
     std::string_view authority;
     size_t path_start = 0;
     if (target.size() >= 7 && (iequals(target.substr(0, 7), "http://") ||
