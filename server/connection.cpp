@@ -439,6 +439,9 @@ std::span<char> Connection::on_read_buffer() {
         session_->peer = peer_;
         llhttp_init(&session_->parser, HTTP_REQUEST, &parser_settings());
         session_->parser.data = this;
+        // Any "HTTP/d.d" gets through to headers_complete, which takes a higher 1.x as 1.1 (RFC
+        // 9110 section 2.5). llhttp 8.1 honours the flag but has no setter for it (9.0 does).
+        session_->parser.lenient_flags |= LENIENT_VERSION;
         worker_.stats.connections_active.add();
     }
     ActiveSession &s = *session_;
@@ -887,9 +890,9 @@ int Connection::headers_complete() {
     s.head_end = std::max(span_end(r.method), span_end(r.target));
     for (size_t i = 0; i < r.header_count; ++i)
         s.head_end = std::max({s.head_end, span_end(r.headers[i].name), span_end(r.headers[i].value)});
-    if (p.http_major != 1 || p.http_minor > 1)
+    if (p.http_major != 1)
         return 505;
-    r.version = p.http_minor == 0 ? 10 : 11;
+    r.version = p.http_minor == 0 ? 10 : 11; // HTTP/1.2 and above are served as 1.1
     r.llhttp_method = static_cast<uint8_t>(p.method);
     r.is_head = p.method == HTTP_HEAD;
     if (p.method == HTTP_CONNECT || p.method == HTTP_TRACE)
