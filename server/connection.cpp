@@ -895,8 +895,8 @@ int Connection::headers_complete() {
     r.version = p.http_minor == 0 ? 10 : 11; // HTTP/1.2 and above are served as 1.1
     r.llhttp_method = static_cast<uint8_t>(p.method);
     r.is_head = p.method == HTTP_HEAD;
-    if (p.method == HTTP_CONNECT || p.method == HTTP_TRACE)
-        return 405; // never a tunnel; TRACE would echo cookies back to a script (CVE-2003-1567)
+    if (p.method == HTTP_CONNECT)
+        return 405; // never a tunnel
     // No plugin can take the connection over, so Upgrade is ignored (RFC 9110 section 7.8 allows
     // it) and the request is an ordinary one; llhttp would otherwise stop parsing after it.
     p.upgrade = 0;
@@ -915,6 +915,10 @@ int Connection::headers_complete() {
     }
     if (int status = parse_target())
         return status;
+    // TRACE would echo cookies back to a script (CVE-2003-1567). Refused after parse_target so
+    // that respond_error finds the route and gives its resource's Allow.
+    if (p.method == HTTP_TRACE)
+        return 405;
     uint64_t max_body = worker_.limits().max_body_bytes;
     bool has_body = (p.flags & F_CHUNKED) || ((p.flags & F_CONTENT_LENGTH) && p.content_length > 0);
     if ((p.flags & F_CONTENT_LENGTH) && p.content_length > max_body)
@@ -1705,8 +1709,16 @@ void Connection::respond(int status, std::string_view body) {
 void Connection::respond_error(int status) {
     Request &r = session_->request;
     r.response_headers.assign("Content-Type: text/plain; charset=utf-8\r\n");
-    if (status == 405 && (r.llhttp_method == HTTP_CONNECT || r.llhttp_method == HTTP_TRACE))
-        r.response_headers.append("Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n");
+    if (status == 405 && (r.llhttp_method == HTTP_CONNECT || r.llhttp_method == HTTP_TRACE)) {
+        // One Allow per resource: the route's plugin names its methods (the static plugin's
+        // "GET, HEAD", as on its own 405s); else every method a plugin is given.
+        const char *allow = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+        const Router *router = worker_.router;
+        int index = router && r.llhttp_method == HTTP_TRACE ? router->next_match(r.host, r.path, 0) : -1;
+        if (index >= 0 && router->route(index).plugin->allow())
+            allow = router->route(index).plugin->allow();
+        r.response_headers.append("Allow: ").append(allow).append("\r\n");
+    }
     char body[96];
     int n = snprintf(body, sizeof body, "%d %s\n", status, std::string(status_text(status)).c_str());
     respond(status, std::string_view(body, static_cast<size_t>(n)));

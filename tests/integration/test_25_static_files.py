@@ -204,6 +204,28 @@ class FileHeaders(FileTestCase):
                 # and no body bytes after the HEAD response on a kept-alive connection
                 self.assertNoBodyThenUsable(s, "HEAD", path, [], 200)
 
+    def test_one_allow_per_resource(self):
+        """RFC 9110 §15.5.6: a 405 lists the resource's methods. TRACE is refused by the core
+        before any plugin, yet its Allow is the route's own, the same as for POST."""
+        s = self.start_server(static_config(), www=BASIC_WWW, prepare=prepare_basic)
+        for path in ("/notes.txt", "/missing"):
+            for method in ("TRACE", "POST", "PUT", "DELETE"):
+                with self.subTest(path=path, method=method):
+                    r = s.get(path, method=method)
+                    self.assertEqual(r.status, 405, r)
+                    self.assertEqual(r.header_all("Allow"), ["GET, HEAD"], r)
+        # hello and echo answer every method the core passes on: TRACE's Allow lists only
+        # methods they do answer
+        for path in ("/hello", "/echo/x"):
+            r = s.get(path, method="TRACE")
+            self.assertEqual(r.status, 405, r)
+            allowed = tokens(r, "Allow")
+            self.assertIn("get", allowed, r)
+            for method in sorted(allowed):
+                with self.subTest(path=path, method=method):
+                    a = s.get(path, method=method.upper(), body=b"x" if method in ("post", "put") else b"")
+                    self.assertNotEqual(a.status, 405, a)
+
 
 # --------------------------------------------------------------------------------------------
 # Conditional requests (RFC 9110 §13.2.2)
