@@ -120,6 +120,29 @@ void append_number(std::string &out, uint64_t value) {
     out.append(digits, end);
 }
 
+// A 304 stands for a representation the client already has (RFC 9110 section 15.4.5): it keeps
+// what a cache updates (ETag, Cache-Control, Expires, Vary, Content-Location, and Last-Modified,
+// as nginx sends it) and whatever else a plugin set (Set-Cookie, its own fields), but never the
+// fields that describe a body it does not carry.
+bool describes_absent_body(std::string_view name) {
+    for (std::string_view body_field :
+         {"content-type", "content-encoding", "content-language", "content-length", "content-range",
+          "content-disposition", "accept-ranges", "x-content-type-options", "transfer-encoding"})
+        if (iequals(name, body_field))
+            return true;
+    return false;
+}
+
+void append_304_fields(std::string &out, std::string_view headers) {
+    while (!headers.empty()) {
+        size_t eol = headers.find("\r\n");
+        std::string_view line = headers.substr(0, eol == std::string_view::npos ? eol : eol + 2);
+        if (!describes_absent_body(line.substr(0, line.find(':'))))
+            out.append(line);
+        headers.remove_prefix(line.size());
+    }
+}
+
 } // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -428,6 +451,9 @@ std::span<char> Connection::on_read_buffer() {
         session_->peer = peer_;
         llhttp_init(&session_->parser, HTTP_REQUEST, &parser_settings());
         session_->parser.data = this;
+        // Any "HTTP/d.d" gets through to headers_complete, which takes a higher 1.x as 1.1 (RFC
+        // 9110 section 2.5). llhttp 8.1 honours the flag but has no setter for it (9.0 does).
+        session_->parser.lenient_flags |= LENIENT_VERSION;
         worker_.stats.connections_active.add();
     }
     ActiveSession &s = *session_;
@@ -881,13 +907,13 @@ int Connection::headers_complete() {
     s.head_end = std::max(span_end(r.method), span_end(r.target));
     for (size_t i = 0; i < r.header_count; ++i)
         s.head_end = std::max({s.head_end, span_end(r.headers[i].name), span_end(r.headers[i].value)});
-    if (p.http_major != 1 || p.http_minor > 1)
+    if (p.http_major != 1)
         return 505;
-    r.version = p.http_minor == 0 ? 10 : 11;
+    r.version = p.http_minor == 0 ? 10 : 11; // HTTP/1.2 and above are served as 1.1
     r.llhttp_method = static_cast<uint8_t>(p.method);
     r.is_head = p.method == HTTP_HEAD;
-    if (p.method == HTTP_CONNECT || p.method == HTTP_TRACE)
-        return 405; // never a tunnel; TRACE would echo cookies back to a script (CVE-2003-1567)
+    if (p.method == HTTP_CONNECT)
+        return 405; // never a tunnel
     // No plugin can take the connection over, so Upgrade is ignored (RFC 9110 section 7.8 allows
     // it) and the request is an ordinary one; llhttp would otherwise stop parsing after it.
     p.upgrade = 0;
@@ -906,6 +932,10 @@ int Connection::headers_complete() {
     }
     if (int status = parse_target())
         return status;
+    // TRACE would echo cookies back to a script (CVE-2003-1567). Refused after parse_target so
+    // that respond_error finds the route and gives its resource's Allow.
+    if (p.method == HTTP_TRACE)
+        return 405;
     uint64_t max_body = worker_.limits().max_body_bytes;
     bool has_body = (p.flags & F_CHUNKED) || ((p.flags & F_CONTENT_LENGTH) && p.content_length > 0);
     if ((p.flags & F_CONTENT_LENGTH) && p.content_length > max_body)
@@ -921,6 +951,10 @@ int Connection::parse_target() {
     ActiveSession &s = *session_;
     Request &r = s.request;
     std::string_view target = r.str(r.target);
+    // A fragment is the client's own business and never part of a request target (RFC 9112
+    // section 3.2); llhttp passes "#" through in the URL.
+    if (target.find('#') != std::string_view::npos)
+        return 400;
     std::string_view authority;
     size_t path_start = 0;
     if (target.size() >= 7 && (iequals(target.substr(0, 7), "http://") ||
@@ -1654,7 +1688,10 @@ void Connection::write_head(int status, uint64_t content_length, bool with_lengt
     out.append("\r\nDate: ");
     out.append(worker_.date.now());
     out.append("\r\nServer: trellis\r\n");
-    out.append(s.request.response_headers);
+    if (status == 304)
+        append_304_fields(out, s.request.response_headers);
+    else
+        out.append(s.request.response_headers);
     if (listen_ && !listen_->tls.hsts.empty() && transport_->tls_facts()) {
         out.append("Strict-Transport-Security: ");
         out.append(listen_->tls.hsts);
@@ -1726,8 +1763,16 @@ void Connection::respond(int status, std::string_view body) {
 void Connection::respond_error(int status) {
     Request &r = session_->request;
     r.response_headers.assign("Content-Type: text/plain; charset=utf-8\r\n");
-    if (status == 405 && (r.llhttp_method == HTTP_CONNECT || r.llhttp_method == HTTP_TRACE))
-        r.response_headers.append("Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS\r\n");
+    if (status == 405 && (r.llhttp_method == HTTP_CONNECT || r.llhttp_method == HTTP_TRACE)) {
+        // One Allow per resource: the route's plugin names its methods (the static plugin's
+        // "GET, HEAD", as on its own 405s); else every method a plugin is given.
+        const char *allow = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+        const Router *router = worker_.router;
+        int index = router && r.llhttp_method == HTTP_TRACE ? router->next_match(r.host, r.path, 0) : -1;
+        if (index >= 0 && router->route(index).plugin->allow())
+            allow = router->route(index).plugin->allow();
+        r.response_headers.append("Allow: ").append(allow).append("\r\n");
+    }
     char body[96];
     int n = snprintf(body, sizeof body, "%d %s\n", status, std::string(status_text(status)).c_str());
     respond(status, std::string_view(body, static_cast<size_t>(n)));

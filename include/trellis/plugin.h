@@ -340,6 +340,14 @@ typedef struct trellis_plugin {
      * until request_resume_body (the host stops reading the socket), TRELLIS_ERROR to fail the
      * request (500 unless answered; the connection closes). THREAD: worker thread. */
     int (*on_body)(void *instance, trellis_request *req, const char *data, size_t len, int last);
+
+    /* Optional, appended after ABI 1.1 shipped (read only when struct_size covers it). The methods
+     * on_request answers with anything but 405, as an Allow value ("GET, HEAD"); NULL when it
+     * takes every method the host passes on. The host refuses TRACE itself, before any plugin
+     * (it would echo credentials back); its 405 on this plugin's route carries this Allow, so
+     * that every 405 of one resource names the same methods.
+     * OWNERSHIP: the plugin's. LIFETIME: as the descriptor. THREAD: read by worker threads. */
+    const char *allow;
 } trellis_plugin;
 
 /* The one symbol a plugin exports. */

@@ -32,6 +32,9 @@
 
 namespace {
 
+// The methods a file answers; every 405 of the static route names them.
+constexpr const char *kAllow = "GET, HEAD";
+
 enum class Symlinks { Follow, WithinRoot, Never };
 
 struct CacheRule {
@@ -302,7 +305,7 @@ int respond_text(StaticFiles &self, trellis_request *req, int status) {
                                        : "405 Method Not Allowed\n";
     add_header(self, req, "Content-Type", "text/plain; charset=utf-8");
     if (status == 405)
-        add_header(self, req, "Allow", "GET, HEAD");
+        add_header(self, req, "Allow", kAllow);
     self.host->respond(req, status, body, strlen(body));
     return TRELLIS_OK;
 }
@@ -619,6 +622,7 @@ const trellis_plugin kStatic = [] {
     d.on_worker_start = on_worker_start;
     d.on_worker_stop = on_worker_stop;
     d.on_request = on_request;
+    d.allow = kAllow; // the core's 405 for TRACE here says the same
     return d;
 }();
 

@@ -1,6 +1,7 @@
 #include "http/file_response.hpp"
 
 #include "http/http_date.hpp"
+#include "http/request.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -104,7 +105,8 @@ RangeOutcome parse_ranges(std::string_view header, uint64_t size, uint32_t max_r
     if (size == 0)
         return RangeOutcome::Full;
     header = trim(header);
-    if (header.size() < 6 || (header.substr(0, 6) != "bytes=" && header.substr(0, 6) != "Bytes="))
+    // Range units are case-insensitive (RFC 9110 section 14.1): "BYTES=0-1" is a byte range.
+    if (header.size() < 6 || !iequals(header.substr(0, 6), "bytes="))
         return RangeOutcome::Full;
     std::string_view specs = header.substr(6);
     size_t count = 0;

@@ -69,6 +69,10 @@ struct PluginInstance {
     decltype(trellis_plugin::on_abort) on_abort() const;
     decltype(trellis_plugin::on_writable) on_writable() const;
     decltype(trellis_plugin::on_body) on_body() const;
+    // The plugin's Allow value, null when it takes any method (or its descriptor predates it).
+    const char *allow() const {
+        return has(offsetof(trellis_plugin, allow) + sizeof(const char *)) ? plugin->allow : nullptr;
+    }
 };
 
 // Every plugin instance of one configuration (one generation).

@@ -63,6 +63,11 @@ def tokens(resp, name):
     return out
 
 
+# Fields that describe a body: never in a 304, which has none (RFC 9110 §15.4.5).
+BODY_FIELDS = ("Content-Type", "Content-Length", "Content-Encoding", "Content-Range",
+               "Accept-Ranges", "X-Content-Type-Options", "Transfer-Encoding")
+
+
 class FileTestCase(TrellisTestCase):
     """Assertions shared by the classes below."""
 
@@ -199,6 +204,28 @@ class FileHeaders(FileTestCase):
                 # and no body bytes after the HEAD response on a kept-alive connection
                 self.assertNoBodyThenUsable(s, "HEAD", path, [], 200)
 
+    def test_one_allow_per_resource(self):
+        """RFC 9110 §15.5.6: a 405 lists the resource's methods. TRACE is refused by the core
+        before any plugin, yet its Allow is the route's own, the same as for POST."""
+        s = self.start_server(static_config(), www=BASIC_WWW, prepare=prepare_basic)
+        for path in ("/notes.txt", "/missing"):
+            for method in ("TRACE", "POST", "PUT", "DELETE"):
+                with self.subTest(path=path, method=method):
+                    r = s.get(path, method=method)
+                    self.assertEqual(r.status, 405, r)
+                    self.assertEqual(r.header_all("Allow"), ["GET, HEAD"], r)
+        # hello and echo answer every method the core passes on: TRACE's Allow lists only
+        # methods they do answer
+        for path in ("/hello", "/echo/x"):
+            r = s.get(path, method="TRACE")
+            self.assertEqual(r.status, 405, r)
+            allowed = tokens(r, "Allow")
+            self.assertIn("get", allowed, r)
+            for method in sorted(allowed):
+                with self.subTest(path=path, method=method):
+                    a = s.get(path, method=method.upper(), body=b"x" if method in ("post", "put") else b"")
+                    self.assertNotEqual(a.status, 405, a)
+
 
 # --------------------------------------------------------------------------------------------
 # Conditional requests (RFC 9110 §13.2.2)
@@ -226,8 +253,22 @@ class Conditionals(FileTestCase):
                         self.assertEqual(r.body, b"")
                         self.assertEqual(r.header("ETag"), self.etag, r)
                         self.assertEqual(r.header("Last-Modified"), self.lm, r)
+                        self.assertNoBodyFields(r)
                     if status in (304, 412):
                         self.assertNotEqual(r.body, NOTES)
+
+    def assertNoBodyFields(self, r):
+        """RFC 9110 §15.4.5: a 304 keeps the cache's fields, not those of the absent body."""
+        for name in BODY_FIELDS:
+            self.assertEqual(r.header_all(name), [], f"{name} in a 304: {r!r}")
+
+    def test_304_has_cache_fields_only(self):
+        # what a linter sees: curl -sI -H 'If-None-Match: *'
+        cr = self.s.curl("/notes.txt", "-I", "-H", "If-None-Match: *")
+        self.assertEqual((cr.returncode, cr.status), (0, 304), cr)
+        self.assertNoBodyFields(cr)
+        for name in ("ETag", "Last-Modified", "Date"):
+            self.assertEqual(len(cr.header_all(name)), 1, f"{name} in {cr!r}")
 
     def test_if_match_and_if_unmodified_since(self):
         e = self.etag
@@ -344,6 +385,8 @@ class Ranges(FileTestCase):
                                   ("bytes=990-2000", 990, n - 1),        # end clipped
                                   (f"bytes=0-{n - 1}", 0, n - 1),
                                   ("bytes=-5000", 0, n - 1),             # suffix > size
+                                  ("BYTES=0-1", 0, 1),                   # RFC 9110 §14.1:
+                                  ("ByTeS=-2", n - 2, n - 1),            # units ignore case
                                   ("bytes = 0-9", None, None)):           # not valid: whitespace
             with self.subTest(spec):
                 r = self.get_range(spec)

@@ -576,7 +576,7 @@ TEST_CASE("connection: requests refused with an error status") {
          "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400},
         {"TE with HTTP/1.0", "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
         {"HTTP/2.0", "GET /echo HTTP/2.0\r\nHost: a\r\n\r\n", 505},
-        {"HTTP/1.2", "GET /echo HTTP/1.2\r\nHost: a\r\n\r\n", 505},
+        {"HTTP/3.0", "GET /echo HTTP/3.0\r\nHost: a\r\n\r\n", 505}, // HTTP/1.2 is 1.1 (test_45)
         {"too-long target", "GET /echo/" + std::string(1100, 'x') + " HTTP/1.1\r\nHost: a\r\n\r\n", 414},
         {"header over max_header_bytes",
          "GET /echo HTTP/1.1\r\nHost: a\r\nX-Big: " + std::string(1100, 'v') + "\r\n\r\n", 431},
