@@ -1,4 +1,5 @@
 #include "config/config.hpp"
+#include "config/install_dirs.hpp"
 
 #include "log/log.hpp"
 
@@ -382,9 +383,11 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         config.workers = parse_workers(r, root["workers"]);
     else
         config.workers = parse_workers(r, "auto");
-    config.plugin_dir = resolve_path(
-        config.base_dir, root.contains("plugin_dir") ? r.nonempty_string(root["plugin_dir"], "/plugin_dir")
-                                                     : std::string("build/plugins"));
+    // Without plugin_dir: where `cmake --install` puts the bundled plugins, beside the binary.
+    config.plugin_dir =
+        root.contains("plugin_dir")
+            ? resolve_path(config.base_dir, r.nonempty_string(root["plugin_dir"], "/plugin_dir"))
+            : default_plugin_dir();
     if (!root.contains("listen"))
         r.fail("", "missing key \"listen\" (a list of {\"address\", \"port\", \"transport\"})");
     const json &listen = r.array(root["listen"], "/listen");
