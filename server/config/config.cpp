@@ -272,7 +272,7 @@ PluginConfig parse_plugin(const Reader &r, const json &value, const std::string 
 RouteConfig parse_route(const Reader &r, const json &value, const std::string &ptr,
                         const std::set<std::string> &plugin_names) {
     r.object(value, ptr);
-    r.only_keys(value, ptr, {"host", "prefix", "plugin", "blocking"});
+    r.only_keys(value, ptr, {"host", "prefix", "plugin", "blocking", "config"});
     RouteConfig route;
     if (value.contains("blocking"))
         route.blocking = boolean(r, value["blocking"], ptr + "/blocking");
@@ -296,6 +296,10 @@ RouteConfig parse_route(const Reader &r, const json &value, const std::string &p
     route.plugin = r.nonempty_string(value["plugin"], ptr + "/plugin");
     if (!plugin_names.count(route.plugin))
         r.fail(ptr + "/plugin", "no plugin named \"" + route.plugin + "\" in /plugins");
+    // Any JSON value, handed to the plugin as text with each request of this route. Every value
+    // nlohmann parsed dumps as valid JSON (strings as UTF-8; invalid UTF-8 never parses).
+    if (value.contains("config"))
+        route.config_json = value["config"].dump();
     return route;
 }
 

@@ -168,7 +168,8 @@ TEST_CASE("config: unknown keys") {
                     "/plugins/0/cfg", "unknown key (expected one of: name, path, config)");
         check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a"}],
                         "routes": [{"prefix": "/", "plugin": "a", "method": "GET"}]})",
-                    "/routes/0/method", "unknown key (expected one of: host, prefix, plugin, blocking)");
+                    "/routes/0/method",
+                    "unknown key (expected one of: host, prefix, plugin, blocking, config)");
     }
     SUBCASE("a key with '/' and '~' is escaped in the pointer") {
         check_error(R"({"listen": [{"port": 1}], "a/b~c": 1})", "/a~1b~0c", "unknown key");
