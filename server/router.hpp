@@ -17,6 +17,9 @@ struct Route {
     PluginInstance *plugin = nullptr;
     bool blocking = false;       // on_request runs on the thread pool (route or plugin said so)
     RouteStats *stats = nullptr; // counters for the status plugin (may be null in tests)
+    // The route's "config" as JSON text, "" when absent: what request_route_config hands the
+    // plugin. Lives with the generation's router, which a request in flight pins.
+    std::string config_json = {};
 };
 
 class Router {

@@ -89,6 +89,7 @@ std::shared_ptr<Generation> build_generation(const Config &config, const Generat
         Route route{rc.host, rc.prefix, generation->plugins.find(rc.plugin)};
         uint32_t flags = route.plugin->flags();
         route.blocking = rc.blocking || (flags & TRELLIS_BLOCKING);
+        route.config_json = rc.config_json;
         if (route.blocking && (flags & TRELLIS_STREAM_BODY))
             throw StartupError(
                 config.source_path + ": /routes/" + std::to_string(i) + "/blocking: plugin \"" + rc.plugin +

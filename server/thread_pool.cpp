@@ -4,6 +4,13 @@
 #include <pthread.h>
 
 namespace trellis {
+namespace {
+thread_local bool tls_pool_thread = false;
+} // namespace
+
+bool ThreadPool::on_pool_thread() {
+    return tls_pool_thread;
+}
 
 ThreadPool::ThreadPool(unsigned threads, size_t queue_capacity)
     : ring_(queue_capacity ? queue_capacity : 1), capacity_(queue_capacity ? queue_capacity : 1) {
@@ -34,6 +41,7 @@ bool ThreadPool::try_submit(Job job) {
 }
 
 void ThreadPool::run() {
+    tls_pool_thread = true;
     std::unique_lock<std::mutex> lock(mutex_);
     while (true) {
         wake_.wait(lock, [this] { return stopping_ || count_ > 0; });

@@ -34,6 +34,9 @@ class ThreadPool {
     // detached) when some were still running.
     bool stop(unsigned timeout_ms);
 
+    // True on a thread of some ThreadPool (trellis_host.thread_kind).
+    static bool on_pool_thread();
+
     PoolStats stats() const {
         return {static_cast<unsigned>(threads_.size()), capacity_, &queued_, &busy_, &rejected_};
     }

@@ -181,6 +181,7 @@ void Worker::join() {
 
 void Worker::run() {
     context_->bind_thread();
+    WorkerContext::mark_loop_thread();
     start_plugins(*generations_.back()->generation, nullptr);
     if (!started_ok_)
         on_stop();

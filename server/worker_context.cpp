@@ -11,10 +11,19 @@ size_t read_buffer_size(const Limits &limits) {
     return limits.max_header_bytes + SessionPool::kReadSlack;
 }
 thread_local WorkerContext *tls_current_worker = nullptr;
+thread_local bool tls_loop_thread = false;
 } // namespace
 
 WorkerContext *WorkerContext::current() {
     return tls_current_worker;
+}
+
+void WorkerContext::mark_loop_thread() {
+    tls_loop_thread = true;
+}
+
+bool WorkerContext::on_loop_thread() {
+    return tls_loop_thread;
 }
 
 void WorkerContext::bind_thread() {

@@ -78,6 +78,10 @@ class WorkerContext {
     static WorkerContext *current();
     // Makes this the calling thread's worker (the worker thread, when it starts).
     void bind_thread();
+    // The calling thread runs a worker's event loop (Worker::run). Apart from current(), which the
+    // thread that constructs a context also has (the main thread, for the workers it makes).
+    static void mark_loop_thread();
+    static bool on_loop_thread();
 
     const Router *router = nullptr;
     // The generation new requests take (null in tests that set `router` alone).

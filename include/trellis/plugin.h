@@ -30,7 +30,7 @@ extern "C" {
 #endif
 
 #define TRELLIS_ABI_MAJOR 1
-#define TRELLIS_ABI_MINOR 1
+#define TRELLIS_ABI_MINOR 2
 /* Major in the high 16 bits, minor in the low 16 bits. */
 #define TRELLIS_ABI_VERSION ((TRELLIS_ABI_MAJOR << 16) | TRELLIS_ABI_MINOR)
 
@@ -65,6 +65,11 @@ typedef enum trellis_result {
 /* Formats of trellis_host.server_metrics. */
 #define TRELLIS_METRICS_JSON 0
 #define TRELLIS_METRICS_PROMETHEUS 1
+
+/* ABI 1.2: what trellis_host.thread_kind returns. */
+#define TRELLIS_THREAD_OTHER 0  /* the main thread (create, destroy) or a thread of the plugin's own */
+#define TRELLIS_THREAD_WORKER 1 /* a worker's event loop: never block here */
+#define TRELLIS_THREAD_POOL 2   /* the server's thread pool (a blocking handler): blocking is fine */
 
 /* Log levels for trellis_host.log. */
 typedef enum trellis_log_level {
@@ -271,6 +276,23 @@ typedef struct trellis_host {
      * unknown format. Summed over workers at the time of the call. THREAD: worker thread, or
      * held: any. */
     int (*server_metrics)(trellis_request *req, int format, trellis_str *out);
+
+    /* ---- ABI 1.2: per-route settings, the kind of thread (check TRELLIS_HOST_ABI_AT_LEAST(host,
+     * 1, 2) or TRELLIS_HOST_HAS before calling them) ---- */
+
+    /* The "config" of the route this request matched (routes[].config in server.json) as JSON text:
+     * any JSON value, as the host re-serialised it ("{\"lang\":\"en\"}", "[1,2]", "\"text\"", "null"
+     * for an explicit null). Empty (len 0) when the route has no "config". data is also
+     * NUL-terminated. Two routes to the same instance each see their own. After a reload a request
+     * sees the config of the routes it was matched with, even while the new ones serve others. The
+     * plugin parses it itself (per request, or cached keyed by the text).
+     * OWNERSHIP: the host's. LIFETIME: the request's. THREAD: worker thread, or held: any. */
+    trellis_str (*request_route_config)(const trellis_request *req);
+    /* What kind of thread the caller is on: TRELLIS_THREAD_WORKER (an event loop: must not block),
+     * TRELLIS_THREAD_POOL (the server's thread pool, running a blocking handler: may block) or
+     * TRELLIS_THREAD_OTHER (the main thread during create and destroy, or a thread the plugin made).
+     * THREAD: any. */
+    int (*thread_kind)(void);
 } trellis_host;
 
 /* True when the running host speaks at least ABI major.minor (a plugin built against a newer

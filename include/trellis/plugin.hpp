@@ -6,7 +6,7 @@
 //     struct Greeter {
 //         Greeter(const trellis::Host &, std::string_view config_json) {}
 //         trellis::Result on_request(trellis::Request &req) {
-//             req.header("Content-Type", "text/plain");
+//             req.add_response_header("Content-Type", "text/plain");
 //             req.respond(200, "hi from C++\n");
 //             return trellis::Result::Ok;
 //         }
@@ -26,6 +26,9 @@
 //         worker_queue_.push(trellis::AsyncRequest(req));   // answered by another thread
 //         return trellis::Result::Async;
 //     }
+//
+// Per-route settings (ABI 1.2): req.route_config() is the JSON text of the matched route's
+// "config" ("" when it has none); req.thread_kind() tells a pool thread from an event loop.
 //
 // Exceptions never cross into the server: one thrown by the constructor fails create() with its
 // what() as the message; one thrown by a hook is logged (with the instance name) and becomes
@@ -55,6 +58,22 @@ enum class Result {
 // What response_write said: keep writing, wait for on_writable, or stop (client gone).
 enum class WriteStatus { Ok, Again, Closed };
 
+// The kind of thread calling (trellis_host.thread_kind); Unknown on a server before ABI 1.2.
+enum class ThreadKind {
+    Unknown = -1,
+    Other = TRELLIS_THREAD_OTHER,   // the main thread (constructor, destructor) or a thread of the plugin's
+    Worker = TRELLIS_THREAD_WORKER, // an event loop: never block
+    Pool = TRELLIS_THREAD_POOL      // the server's thread pool (a blocking handler)
+};
+
+namespace detail {
+inline ThreadKind thread_kind(const trellis_host *host) {
+    if (!TRELLIS_HOST_HAS(host, thread_kind))
+        return ThreadKind::Unknown;
+    return static_cast<ThreadKind>(host->thread_kind());
+}
+} // namespace detail
+
 // The host table and this instance's handle, for logging and resolving paths.
 class Host {
   public:
@@ -70,6 +89,8 @@ class Host {
         trellis_str dir = host_->config_dir(ctx_);
         return std::string(dir.data, dir.len) + "/" + std::string(path);
     }
+    // What kind of thread is calling (any thread).
+    ThreadKind thread_kind() const { return detail::thread_kind(host_); }
 
   private:
     const trellis_host *host_;
@@ -92,7 +113,8 @@ class Request {
     std::string_view path_below() const { return view(host_->request_path_below(req_)); }
     int version() const { return host_->request_version(req_); }
 
-    std::optional<std::string_view> header(std::string_view name) const {
+    // First request header named `name` (case-insensitive); nullopt when absent.
+    std::optional<std::string_view> request_header(std::string_view name) const {
         trellis_str value;
         if (!host_->request_header(req_, name.data(), name.size(), &value))
             return std::nullopt;
@@ -122,10 +144,26 @@ class Request {
         return std::string(buffer, n);
     }
 
-    // Adds a response header; false if the host refused it (see trellis_host.response_header).
-    bool header(std::string_view name, std::string_view value) {
+    // The JSON text of the matched route's "config" (routes[].config), "" when the route has none
+    // (or the server is older than ABI 1.2). Lives as long as the request.
+    std::string_view route_config() const {
+        if (!TRELLIS_HOST_HAS(host_, request_route_config))
+            return {};
+        return view(host_->request_route_config(req_));
+    }
+    // What kind of thread is calling: Worker inline, Pool in a blocking handler, Other on a thread of
+    // the plugin's own (after Result::Async).
+    ThreadKind thread_kind() const { return detail::thread_kind(host_); }
+
+    // Adds a response header (a second one with the same name adds a second line); false if the
+    // host refused it (see trellis_host.response_header).
+    bool add_response_header(std::string_view name, std::string_view value) {
         return host_->response_header(req_, name.data(), name.size(), value.data(), value.size()) == 0;
     }
+    // Deprecated: the old overloads, one reading a request header and one adding a response header,
+    // which read alike. Use request_header and add_response_header; these stay for existing plugins.
+    std::optional<std::string_view> header(std::string_view name) const { return request_header(name); }
+    bool header(std::string_view name, std::string_view value) { return add_response_header(name, value); }
     bool respond(int status, std::string_view body) {
         answered_ = host_->respond(req_, status, body.data(), body.size()) == 0 || answered_;
         return answered_;

@@ -113,7 +113,7 @@ size_t parse_config(std::string_view json) {
 
 trellis::Result answer(trellis::Request &req, int status, std::string_view body,
                        std::string_view type = "text/plain") {
-    req.header("Content-Type", type);
+    req.add_response_header("Content-Type", type);
     return req.respond(status, body) ? trellis::Result::Ok : trellis::Result::Error;
 }
 
@@ -144,7 +144,7 @@ class Delay {
     // A worker thread, several at once.
     trellis::Result on_request(trellis::Request &req) {
         if (req.method() != "GET") {
-            req.header("Allow", "GET");
+            req.add_response_header("Allow", "GET");
             return answer(req, 405, "method not allowed\n");
         }
         if (req.path_below() == "/stats")
@@ -185,13 +185,13 @@ class Delay {
             }
         }
         if (!job) {
-            req.header("Retry-After", "1");
+            req.add_response_header("Retry-After", "1");
             return answer(req, 503, "too many pending requests\n");
         }
 
         // Everything on this thread before the hand-over: afterwards the timer thread may answer
         // at once (ms=0), even before on_request has returned.
-        req.header("Content-Type", "text/plain");
+        req.add_response_header("Content-Type", "text/plain");
         if (chunks > 0)
             req.start(200, -1); // headers now, body chunked; if the client is gone, write() says so
         std::lock_guard lock(mutex_);
@@ -257,7 +257,7 @@ class Delay {
         std::string body = "{\"pending\":" + std::to_string(pending) +
                            ",\"answered\":" + std::to_string(answered_.load(std::memory_order_relaxed)) +
                            ",\"aborted\":" + std::to_string(aborted_.load(std::memory_order_relaxed)) + "}\n";
-        req.header("Cache-Control", "no-store");
+        req.add_response_header("Cache-Control", "no-store");
         return answer(req, 200, body, "application/json");
     }
 

@@ -1,4 +1,5 @@
 #include "config/config.hpp"
+#include "config/install_dirs.hpp"
 
 #include "log/log.hpp"
 
@@ -293,7 +294,7 @@ PluginConfig parse_plugin(const Reader &r, const json &value, const std::string 
 RouteConfig parse_route(const Reader &r, const json &value, const std::string &ptr,
                         const std::set<std::string> &plugin_names) {
     r.object(value, ptr);
-    r.only_keys(value, ptr, {"host", "prefix", "plugin", "blocking"});
+    r.only_keys(value, ptr, {"host", "prefix", "plugin", "blocking", "config"});
     RouteConfig route;
     if (value.contains("blocking"))
         route.blocking = boolean(r, value["blocking"], ptr + "/blocking");
@@ -317,6 +318,10 @@ RouteConfig parse_route(const Reader &r, const json &value, const std::string &p
     route.plugin = r.nonempty_string(value["plugin"], ptr + "/plugin");
     if (!plugin_names.count(route.plugin))
         r.fail(ptr + "/plugin", "no plugin named \"" + route.plugin + "\" in /plugins");
+    // Any JSON value, handed to the plugin as text with each request of this route. Every value
+    // nlohmann parsed dumps as valid JSON (strings as UTF-8; invalid UTF-8 never parses).
+    if (value.contains("config"))
+        route.config_json = value["config"].dump();
     return route;
 }
 
@@ -404,9 +409,11 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         config.workers = parse_workers(r, root["workers"]);
     else
         config.workers = parse_workers(r, "auto");
-    config.plugin_dir = resolve_path(
-        config.base_dir, root.contains("plugin_dir") ? r.nonempty_string(root["plugin_dir"], "/plugin_dir")
-                                                     : std::string("build/plugins"));
+    // Without plugin_dir: where `cmake --install` puts the bundled plugins, beside the binary.
+    config.plugin_dir =
+        root.contains("plugin_dir")
+            ? resolve_path(config.base_dir, r.nonempty_string(root["plugin_dir"], "/plugin_dir"))
+            : default_plugin_dir();
     if (!root.contains("listen"))
         r.fail("", "missing key \"listen\" (a list of {\"address\", \"port\", \"transport\"})");
     const json &listen = r.array(root["listen"], "/listen");

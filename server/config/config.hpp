@@ -89,6 +89,8 @@ struct RouteConfig {
     std::string prefix;     // starts with '/'
     std::string plugin;     // a PluginConfig::name
     bool blocking = false;  // run the plugin's on_request on the thread pool
+    // The route's "config" (any JSON value) as JSON text; empty when absent.
+    std::string config_json;
 
     bool operator==(const RouteConfig &) const = default;
 };

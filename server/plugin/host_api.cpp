@@ -13,6 +13,7 @@
 #include "metrics/metrics.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
+#include "thread_pool.hpp"
 #include "worker_context.hpp"
 
 #include <algorithm>
@@ -468,6 +469,16 @@ int server_metrics(trellis_request *r, int format, trellis_str *out) {
     return 0;
 }
 
+trellis_str request_route_config(const trellis_request *r) {
+    return r->route ? to_str(r->route->config_json) : trellis_str{"", 0};
+}
+
+int thread_kind() {
+    if (ThreadPool::on_pool_thread())
+        return TRELLIS_THREAD_POOL;
+    return WorkerContext::on_loop_thread() ? TRELLIS_THREAD_WORKER : TRELLIS_THREAD_OTHER;
+}
+
 const trellis_host kHost = {
     TRELLIS_ABI_VERSION,
     sizeof(trellis_host),
@@ -499,6 +510,8 @@ const trellis_host kHost = {
     request_resume_body,
     request_query_param,
     server_metrics,
+    request_route_config,
+    thread_kind,
 };
 
 } // namespace

@@ -1,9 +1,11 @@
 """Tier 80: the plugin SDK as users get it: `cmake --install` gives headers, a CMake package
-(find_package(Trellis) -> Trellis::plugin) and a pkg-config file; example plugins (hello, echo,
-digest, delay, status and a C++ fixture) copied alone into an empty folder with the five-line
-CMakeLists.txt a user writes build unchanged against it and run in the server; and plugins built
-against the frozen ABI 1.0 and ABI 1.1 headers still load and run, every 1.1 feature exercised.
-Runs once (transport-independent)."""
+(find_package(Trellis) -> Trellis::plugin and trellis_add_plugin) and a pkg-config file; example
+plugins (hello, echo, digest, delay, status and a C++ fixture) copied alone into an empty folder
+with the four-line CMakeLists.txt a user writes build unchanged against it, as <name>.so exporting
+only trellis_plugin_entry, and run in the server as "path": "<name>"; the whole install (server,
+bundled plugins, example configuration, site) runs as installed; and plugins built against the
+frozen ABI 1.0 and ABI 1.1 headers still load and run, every 1.1 feature exercised. Runs once
+(transport-independent)."""
 
 import hashlib
 import json
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -23,14 +26,14 @@ from harness import FIXTURE_PLUGIN_DIR, TrellisTestCase, base_config, build_requ
 SOURCE_DIR = Path(os.environ.get("TRELLIS_SOURCE_DIR") or Path(__file__).resolve().parents[2])
 BUILD_DIR = Path(os.environ.get("TRELLIS_BUILD_DIR") or harness.TRELLIS_BIN.parent)
 
-# Exactly what a user writes; {lang} is C or CXX. Nothing else: a C++ plugin gets C++20 (which
-# plugin.hpp needs) from Trellis::plugin, and a C one needs no C++ compiler.
-FIVE_LINES = """cmake_minimum_required(VERSION 3.25)
+# Exactly what a user writes (the README's recipe); {lang} is C or CXX. Nothing else: a C++ plugin
+# gets C++20 (which plugin.hpp needs) from Trellis::plugin, and a C one needs no C++ compiler.
+RECIPE = """cmake_minimum_required(VERSION 3.25)
 project(outside {lang})
 find_package(Trellis REQUIRED)
-add_library({name} MODULE {source})
-target_link_libraries({name} PRIVATE Trellis::plugin)
+trellis_add_plugin({name} {source})
 """
+ENTRY = "trellis_plugin_entry"
 
 CXX20_OR_LATER = re.compile(r"(?:^|\s)-std=(?:gnu|c)\+\+(?:2a|20|2b|23|2c|26)(?:\s|$)")
 ANY_CXX_STD = re.compile(r"-std=(?:gnu|c)\+\+")
@@ -41,6 +44,13 @@ def run(*args, cwd=None, env=None, timeout=240):
     if r.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r
+
+
+def exported_symbols(so: Path) -> list:
+    """The names a shared object defines in its dynamic symbol table (what another library or
+    plugin could bind to)."""
+    out = run("nm", "-D", "--defined-only", str(so)).stdout
+    return sorted(line.split()[-1] for line in out.splitlines() if line.strip())
 
 
 def parts(n: int) -> bytes:
@@ -62,17 +72,19 @@ class Sdk(TrellisTestCase):
         self.assertTrue((self.prefix / "include/trellis/plugin.h").is_file())
         self.assertTrue((self.prefix / "include/trellis/plugin.hpp").is_file())
         self.assertTrue(list(self.prefix.glob("lib*/cmake/Trellis/TrellisConfig.cmake")))
+        self.assertTrue(list(self.prefix.glob("lib*/cmake/Trellis/TrellisPlugin.cmake")))
         self.assertTrue(list(self.prefix.glob("lib*/pkgconfig/trellis-plugin.pc")))
 
     def build_outside(self, source: Path, name: str, lang: str = "C") -> Path:
-        """Copies one source alone into an empty folder with the five-line CMakeLists.txt and
+        """Copies one source alone into an empty folder with the recipe's CMakeLists.txt and
         builds it against the installed SDK only. For C no C++ compiler is reachable (CXX points
         nowhere) and no C++ flag may reach the compile line; for C++ the line must ask for C++20
-        or later, which only Trellis::plugin can have put there."""
+        or later, which only Trellis::plugin can have put there. The result is <name>.so (what
+        "path": "<name>" finds) and exports the entry symbol alone."""
         work = self.tmp / f"outside-{name}"
         work.mkdir()
         shutil.copy(source, work / source.name)
-        (work / "CMakeLists.txt").write_text(FIVE_LINES.format(lang=lang, name=name, source=source.name))
+        (work / "CMakeLists.txt").write_text(RECIPE.format(lang=lang, name=name, source=source.name))
         env = dict(os.environ)
         if lang == "C":
             env["CXX"] = str(self.tmp / "no-such-c++")
@@ -85,8 +97,14 @@ class Sdk(TrellisTestCase):
             self.assertNotRegex(commands[0], ANY_CXX_STD)
         else:
             self.assertRegex(commands[0], CXX20_OR_LATER)
-        built = work / "build" / f"lib{name}.so"
-        self.assertTrue(built.is_file(), list((work / "build").iterdir()))
+        built = work / "build" / f"{name}.so"
+        self.assertTrue(built.is_file(), sorted(p.name for p in (work / "build").iterdir()))
+        self.assertFalse((work / "build" / f"lib{name}.so").exists())
+        # Hidden visibility and the version script: nothing but the entry point is exported (an
+        # add_library(MODULE) C++ plugin exports every std:: template it instantiated).
+        symbols = exported_symbols(built)
+        self.assertIn(ENTRY, symbols)
+        self.assertLessEqual(len(symbols), 2, symbols)
         return built
 
     def pkg_config_env(self) -> dict:
@@ -97,6 +115,13 @@ class Sdk(TrellisTestCase):
     def pkg_config(self, *args) -> list:
         return run("pkg-config", *args, "trellis-plugin", env=self.pkg_config_env()).stdout.split()
 
+    def serve_by_name(self, so: Path, routes: list, config: dict | None = None):
+        """Loads `so` the way server.json names bundled plugins: "path": "<name>" in plugin_dir."""
+        plugin = {"name": so.stem, "path": so.stem}
+        if config is not None:
+            plugin["config"] = config
+        return self.serve([plugin], routes, plugin_dir=str(so.parent))
+
     def serve(self, plugins: list, routes: list, **overrides):
         cfg = base_config(**overrides)
         cfg["plugins"] = plugins
@@ -105,7 +130,7 @@ class Sdk(TrellisTestCase):
 
     def test_hello_builds_out_of_tree_with_find_package_and_runs(self):
         so = self.build_outside(SOURCE_DIR / "plugins/hello/hello.c", "hello")
-        s = self.serve([{"name": "outside", "path": str(so)}], [{"prefix": "/", "plugin": "outside"}])
+        s = self.serve_by_name(so, [{"prefix": "/", "plugin": "hello"}])
         r = s.get("/anything")
         self.assertEqual((r.status, r.body), (200, b"Hello, World!"))
 
@@ -123,9 +148,19 @@ class Sdk(TrellisTestCase):
 
     def test_cpp_plugin_builds_against_plugin_hpp(self):
         so = self.build_outside(SOURCE_DIR / "tests/fixtures/plugins/cpp_plugin.cpp", "cpp_plugin", "CXX")
-        s = self.serve([{"name": "cpp", "path": str(so)}], [{"prefix": "/", "plugin": "cpp"}])
+        s = self.serve_by_name(so, [{"prefix": "/", "plugin": "cpp_plugin"}])
         r = s.get("/greet")
         self.assertEqual((r.status, r.body), (200, b"C++ says hi to /greet\n"))
+
+    def test_trellis_add_plugin_names_the_file_and_exports_the_entry_only(self):
+        # A C++ plugin named unlike its source, with an ABI 1.2 route config, loaded by bare name.
+        so = self.build_outside(SOURCE_DIR / "tests/fixtures/plugins/cpp_plugin.cpp", "items", "CXX")
+        self.assertEqual(so.name, "items.so")
+        self.assertEqual(exported_symbols(so), [ENTRY])
+        s = self.serve_by_name(so, [{"prefix": "/items", "plugin": "items", "config": {"shelf": 3}}])
+        r = s.get("/items/whoami")
+        self.assertEqual(r.status, 200, r)
+        self.assertIn(b'\nconfig={"shelf":3}\n', r.body)
 
     # -- the ABI 1.1 examples, each copied alone
 
@@ -144,8 +179,7 @@ class Sdk(TrellisTestCase):
         for name, data in files.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(data)
-        s = self.serve([{"name": "digest", "path": str(so), "config": {"root": str(root)}}],
-                       [{"prefix": "/digest", "plugin": "digest"}])
+        s = self.serve_by_name(so, [{"prefix": "/digest", "plugin": "digest"}], {"root": str(root)})
         for name, data in files.items():
             r = s.get("/digest/" + name.replace(" ", "%20"))
             want = f"{hashlib.sha256(data).hexdigest()}  {name}\n".encode()
@@ -154,7 +188,7 @@ class Sdk(TrellisTestCase):
 
     def test_delay_builds_out_of_tree_as_cxx_without_threads_and_answers_later(self):
         so = self.build_outside(SOURCE_DIR / "plugins/delay/delay.cpp", "delay", "CXX")
-        s = self.serve([{"name": "delay", "path": str(so)}], [{"prefix": "/delay", "plugin": "delay"}])
+        s = self.serve_by_name(so, [{"prefix": "/delay", "plugin": "delay"}])
         started = time.monotonic()
         r = s.get("/delay?ms=50")
         self.assertEqual((r.status, r.body), (200, b"waited 50 ms\n"), r)
@@ -188,14 +222,72 @@ class Sdk(TrellisTestCase):
 
     def test_status_builds_out_of_tree_and_reports_metrics(self):
         so = self.build_outside(SOURCE_DIR / "plugins/status/status.c", "status")
-        s = self.serve([{"name": "status", "path": str(so)}],
-                       [{"prefix": "/status", "plugin": "status"}, {"prefix": "/metrics", "plugin": "status"}])
+        s = self.serve_by_name(so, [{"prefix": "/status", "plugin": "status"},
+                                    {"prefix": "/metrics", "plugin": "status"}])
         r = s.get("/status")
         self.assertEqual((r.status, r.header("Content-Type")), (200, "application/json"), r)
         self.assertIn("requests", r.json())
         r = s.get("/metrics")
         self.assertEqual(r.status, 200, r)
         self.assertIn("# TYPE trellis_requests_total counter\n", r.body.decode())
+
+
+class Installed(TrellisTestCase):
+    """`cmake --install` of everything into an empty prefix gives a server that runs as installed:
+    bin/trellis, the bundled plugins in lib*/trellis/plugins, the site in share/trellis/www and
+    etc/trellis/server.json, which has no plugin_dir (the binary finds its plugins beside itself)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._prefix_dir = harness.tempfile.TemporaryDirectory(prefix="trellis-install-")
+        cls.prefix = Path(cls._prefix_dir.name)
+        run("cmake", "--install", str(BUILD_DIR), "--prefix", str(cls.prefix))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._prefix_dir.cleanup()
+
+    def installed_config(self) -> dict:
+        path = self.prefix / "etc/trellis/server.json"
+        self.assertTrue(path.is_file(), sorted(str(p.relative_to(self.prefix)) for p in self.prefix.rglob("*")))
+        return json.loads(path.read_text())
+
+    def test_install_lays_out_plugins_config_and_site(self):
+        plugin_dirs = list(self.prefix.glob("lib*/trellis/plugins"))
+        self.assertEqual(len(plugin_dirs), 1, plugin_dirs)
+        for name in ("hello", "echo", "static", "digest", "delay", "status"):
+            so = plugin_dirs[0] / f"{name}.so"
+            self.assertTrue(so.is_file(), so)
+            self.assertEqual(exported_symbols(so), [ENTRY], so)
+        self.assertTrue((self.prefix / "share/trellis/www/index.html").is_file())
+        cfg = self.installed_config()
+        self.assertNotIn("plugin_dir", cfg)
+        site = next(p for p in cfg["plugins"] if p["path"] == "static")
+        self.assertEqual(Path(site["config"]["root"]), self.prefix / "share/trellis/www")
+
+    def test_installed_binary_checks_the_installed_config_as_is(self):
+        r = subprocess.run([str(self.prefix / "bin/trellis"), "--config", str(self.prefix / "etc/trellis/server.json"),
+                            "--check"], capture_output=True, text=True, timeout=30, cwd=self.tmp)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("configuration OK", r.stdout + r.stderr)
+
+    def test_installed_binary_serves_bundled_plugins_without_plugin_dir(self):
+        # The installed example with only its port changed (8080 may be taken), written beside it.
+        cfg = self.installed_config()
+        cfg["listen"] = [{"address": harness.LOOPBACK, "port": 0, "transport": "plain"}]
+        path = self.prefix / "etc/trellis/test-server.json"
+        path.write_text(json.dumps(cfg))
+        s = self.make_server(cfg)
+        s.config_path = path
+        s.cwd = str(self.tmp)  # not the prefix: nothing may depend on the working directory
+        with mock.patch.object(harness, "TRELLIS_BIN", self.prefix / "bin/trellis"):
+            s.start()
+        r = s.get("/hello")
+        self.assertEqual((r.status, r.body), (200, b"Hello, World!"), r)
+        r = s.get("/")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, (SOURCE_DIR / "www/index.html").read_bytes())
+        self.assertEqual(s.get("/status").status, 200)
 
 
 def assert_host_abi_at_least(test, r, major: int, minor: int):

@@ -1,7 +1,9 @@
 #include "config/config.hpp"
+#include "config/install_dirs.hpp"
 
 #include <doctest/doctest.h>
 
+#include <filesystem>
 #include <string>
 
 using trellis::Config;
@@ -43,8 +45,8 @@ TEST_CASE("config: a minimal file gets the defaults") {
     Config c = parse_config(kMinimal, kFile);
     CHECK(c.source_path == kFile);
     CHECK(c.base_dir == "/srv/site");
-    CHECK(c.workers >= 1u); // "auto" when absent
-    CHECK(c.plugin_dir == "/srv/site/build/plugins");
+    CHECK(c.workers >= 1u);                               // "auto" when absent
+    CHECK(c.plugin_dir == trellis::default_plugin_dir()); // where the install puts plugins
     REQUIRE(c.listen.size() == 1);
     CHECK(c.listen[0].address == "0.0.0.0");
     CHECK(c.listen[0].port == 8080);
@@ -115,7 +117,8 @@ TEST_CASE("config: a full file") {
 
 TEST_CASE("config: base directory of the source path") {
     CHECK(parse_config(kMinimal, "server.json").base_dir == ".");
-    CHECK(parse_config(kMinimal, "server.json").plugin_dir == "./build/plugins");
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "plugin_dir": "build/plugins"})", "server.json")
+              .plugin_dir == "./build/plugins");
     CHECK(parse_config(kMinimal, "/server.json").base_dir == "/");
     CHECK(parse_config(kMinimal, "conf/server.json").base_dir == "conf");
     CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "off"})", kFile).access_log == "off");
@@ -165,7 +168,8 @@ TEST_CASE("config: unknown keys") {
                     "/plugins/0/cfg", "unknown key (expected one of: name, path, config)");
         check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a"}],
                         "routes": [{"prefix": "/", "plugin": "a", "method": "GET"}]})",
-                    "/routes/0/method", "unknown key (expected one of: host, prefix, plugin, blocking)");
+                    "/routes/0/method",
+                    "unknown key (expected one of: host, prefix, plugin, blocking, config)");
     }
     SUBCASE("a key with '/' and '~' is escaped in the pointer") {
         check_error(R"({"listen": [{"port": 1}], "a/b~c": 1})", "/a~1b~0c", "unknown key");
@@ -466,6 +470,52 @@ TEST_CASE("config: route blocking") {
         check_error(head + R"({"prefix": "/a", "plugin": "x", "blocking": null}]})", "/routes/0/blocking",
                     "expected true or false, got null");
     }
+}
+
+TEST_CASE("config: plugin_dir absent is the install location beside the binary") {
+    // <prefix>/bin/trellis finds <prefix>/lib/trellis/plugins: here the binary is
+    // build/tests/unit_tests, so the directory is under build/, whatever CMAKE_INSTALL_PREFIX is.
+    const std::string &dir = trellis::default_plugin_dir();
+    std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe");
+    INFO("default_plugin_dir: " << dir << ", binary: " << exe.string());
+    CHECK(dir.rfind(exe.parent_path().parent_path().string() + "/", 0) == 0);
+    CHECK(dir.size() > std::string("/trellis/plugins").size());
+    CHECK(dir.substr(dir.size() - std::string("/trellis/plugins").size()) == "/trellis/plugins");
+    CHECK(dir.find("/../") == std::string::npos); // normalised
+    // A file that sets plugin_dir keeps it, resolved against its directory as before.
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "plugin_dir": "build/plugins"})", kFile).plugin_dir ==
+          "/srv/site/build/plugins");
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "plugin_dir": "/opt/p"})", kFile).plugin_dir == "/opt/p");
+    Config c =
+        parse_config(R"({"listen": [{"port": 1}], "plugins": [{"name": "h", "path": "hello"}]})", kFile);
+    REQUIRE(c.plugins.size() == 1);
+    CHECK(c.plugins[0].file == dir + "/hello.so");
+}
+
+TEST_CASE("config: route config is any JSON value, kept as JSON text") {
+    const std::string head =
+        R"({"listen": [{"port": 1}], "plugins": [{"name": "x", "path": "x"}], "routes": [)";
+    Config c = parse_config(head + R"({"prefix": "/a", "plugin": "x"},
+                                      {"prefix": "/b", "plugin": "x", "config": {"lang": "en", "n": [1, 2.5]}},
+                                      {"prefix": "/c", "plugin": "x", "config": "just text"},
+                                      {"prefix": "/d", "plugin": "x", "config": null},
+                                      {"prefix": "/e", "plugin": "x", "config": 42},
+                                      {"prefix": "/f", "plugin": "x", "config": {}},
+                                      {"prefix": "/g", "plugin": "x", "config": ["\u00e9\n", false]}]})",
+                            kFile);
+    REQUIRE(c.routes.size() == 7);
+    CHECK(c.routes[0].config_json.empty()); // absent: empty, unlike an explicit null
+    CHECK(c.routes[1].config_json == R"({"lang":"en","n":[1,2.5]})");
+    CHECK(c.routes[2].config_json == R"("just text")");
+    CHECK(c.routes[3].config_json == "null");
+    CHECK(c.routes[4].config_json == "42");
+    CHECK(c.routes[5].config_json == "{}");
+    CHECK(c.routes[6].config_json == "[\"\xc3\xa9\\n\",false]"); // UTF-8 kept, control escaped
+    // Keys of the route around it are still checked, with their pointers.
+    check_error(head + R"({"prefix": "/a", "plugin": "x", "config": {}, "confg": 1}]})", "/routes/0/confg",
+                "unknown key");
+    check_error(head + R"({"prefix": "/a", "plugin": "y", "config": {}}]})", "/routes/0/plugin",
+                "no plugin named \"y\"");
 }
 
 TEST_CASE("config: access_log and error_log") {
