@@ -406,7 +406,7 @@ void Connection::on_timeout(TimeoutKind kind) {
     switch (kind) {
     case kHeaderTimeout:
     case kBodyTimeout:
-        TRELLIS_LOG_DEBUG("request timed out (%s)", kind == kHeaderTimeout ? "head" : "body");
+        SERVER_LOG_DEBUG("request timed out (%s)", kind == kHeaderTimeout ? "head" : "body");
         if (session_ && session_->hold != Hold::None) {
             fail_held_request(408);
         } else if (session_ && session_->segment_index == session_->segments.size()) {
@@ -491,7 +491,7 @@ void Connection::on_read(size_t n) {
     process_input();
     if (!closed_ && session_ && body_too_slow()) {
         // Every byte restarts the between-reads timer, so a trickle would never time out: cut it.
-        TRELLIS_LOG_DEBUG("request body below limits.min_body_rate_bps; closing");
+        SERVER_LOG_DEBUG("request body below limits.min_body_rate_bps; closing");
         on_timeout(kBodyTimeout);
         return;
     }
@@ -512,7 +512,7 @@ void Connection::on_read_end(int status) {
     Guard guard(this);
     if (status < 0 || lingering_) {
         if (status < 0 && status != UV_ECONNRESET && status != -ECONNRESET)
-            TRELLIS_LOG_DEBUG("connection read error: %s", strerror(-status));
+            SERVER_LOG_DEBUG("connection read error: %s", strerror(-status));
         close_now();
         return;
     }
@@ -603,8 +603,8 @@ bool Connection::parse_step() {
         return !closed_ && session_;
     }
     int status = s.error_status ? s.error_status : status_for_parse_error(err);
-    TRELLIS_LOG_DEBUG("bad request (%d): %s %s", status, llhttp_errno_name(err),
-                      llhttp_get_error_reason(&s.parser) ? llhttp_get_error_reason(&s.parser) : "");
+    SERVER_LOG_DEBUG("bad request (%d): %s %s", status, llhttp_errno_name(err),
+                     llhttp_get_error_reason(&s.parser) ? llhttp_get_error_reason(&s.parser) : "");
     if (s.hold != Hold::None) {
         s.in_message = false;
         fail_held_request(status); // a streamed body broke its framing
@@ -979,7 +979,7 @@ int Connection::parse_target() {
     if (raw_path.empty())
         raw_path = "/";
     if (PathError error = normalize_path(raw_path, r.path); error != PathError::None) {
-        TRELLIS_LOG_DEBUG("bad request (400): %s", path_error_text(error));
+        SERVER_LOG_DEBUG("bad request (400): %s", path_error_text(error));
         return 400;
     }
     std::string_view host_header;
@@ -1016,7 +1016,7 @@ int Connection::on_body(llhttp_t *p, const char *at, size_t len) noexcept {
             return HPE_PAUSED;
         }
         if (rc != TRELLIS_OK) {
-            TRELLIS_LOG_ERROR("plugin \"%s\" failed in on_body", s.holder->name().c_str());
+            SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", s.holder->name().c_str());
             s.body_failed = true;
             return HPE_PAUSED;
         }
@@ -1078,7 +1078,7 @@ void Connection::after_message() {
         // The plugin has had the request since its head: tell it the body is complete.
         if (s.hold != Hold::None && s.holder &&
             s.holder->on_body()(s.holder->instance, &s.request, nullptr, 0, 1) == TRELLIS_ERROR) {
-            TRELLIS_LOG_ERROR("plugin \"%s\" failed in on_body", s.holder->name().c_str());
+            SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", s.holder->name().c_str());
             fail_streamed_body();
         }
         return;
@@ -1174,7 +1174,7 @@ bool Connection::call_handler(int index) {
         begin_hold(Hold::Pool, plugin);
         if (!worker_.thread_pool->try_submit({run_on_pool, &s})) {
             clear_hold();
-            TRELLIS_LOG_WARN("thread pool queue is full: 503 for plugin \"%s\"", plugin->name().c_str());
+            SERVER_LOG_WARN("thread pool queue is full: 503 for plugin \"%s\"", plugin->name().c_str());
             respond_error(503);
             return true;
         }
@@ -1206,10 +1206,10 @@ void Connection::check_loop_stall(uint64_t began_ns, const PluginInstance &plugi
     std::string where =
         route ? "route \"" + route->prefix + "\"" + (route->host == "*" ? "" : " of host " + route->host)
               : std::string("a route");
-    TRELLIS_LOG_WARN("%s (plugin \"%s\") ran %llu ms on the event loop of worker %u, holding up its other "
-                     "connections; mark the route \"blocking\": true",
-                     where.c_str(), plugin.name().c_str(), static_cast<unsigned long long>(took_ns / 1000000),
-                     worker_.index());
+    SERVER_LOG_WARN("%s (plugin \"%s\") ran %llu ms on the event loop of worker %u, holding up its other "
+                    "connections; mark the route \"blocking\": true",
+                    where.c_str(), plugin.name().c_str(), static_cast<unsigned long long>(took_ns / 1000000),
+                    worker_.index());
 }
 
 bool Connection::after_handler(int rc, PluginInstance *plugin) {
@@ -1234,18 +1234,18 @@ bool Connection::after_handler(int rc, PluginInstance *plugin) {
     if (rc == TRELLIS_DECLINED && !r.answered)
         return false;
     if (rc == TRELLIS_ERROR)
-        TRELLIS_LOG_ERROR("plugin \"%s\" failed on %.*s %.*s", plugin->name().c_str(),
-                          static_cast<int>(r.method.length), r.str(r.method).data(),
-                          static_cast<int>(r.target.length), r.str(r.target).data());
+        SERVER_LOG_ERROR("plugin \"%s\" failed on %.*s %.*s", plugin->name().c_str(),
+                         static_cast<int>(r.method.length), r.str(r.method).data(),
+                         static_cast<int>(r.target.length), r.str(r.target).data());
     else if (!r.answered)
-        TRELLIS_LOG_ERROR("plugin \"%s\" returned %d without answering", plugin->name().c_str(), rc);
+        SERVER_LOG_ERROR("plugin \"%s\" returned %d without answering", plugin->name().c_str(), rc);
     if (!r.answered) {
         respond_error(500);
     } else if (s.stream.active) {
         // Returned without ending (and without TRELLIS_ASYNC to end it later): the framing cannot
         // be finished, so the connection ends after what was written.
-        TRELLIS_LOG_ERROR("plugin \"%s\" returned without ending its streamed response",
-                          plugin->name().c_str());
+        SERVER_LOG_ERROR("plugin \"%s\" returned without ending its streamed response",
+                         plugin->name().c_str());
         s.stream.active = false;
         close_after_flush_ = true;
         keep_alive_ = false;
@@ -1330,11 +1330,11 @@ void Connection::end_hold() {
     // A body still arriving for a plugin that let go is read and dropped (on_body).
     s.body_paused = false;
     if (!s.request.answered) {
-        TRELLIS_LOG_ERROR("plugin \"%s\" released a request without answering it", plugin->name().c_str());
+        SERVER_LOG_ERROR("plugin \"%s\" released a request without answering it", plugin->name().c_str());
         respond_error(500);
     } else if (s.stream.active) {
-        TRELLIS_LOG_ERROR("plugin \"%s\" released a streamed response without ending it",
-                          plugin->name().c_str());
+        SERVER_LOG_ERROR("plugin \"%s\" released a streamed response without ending it",
+                         plugin->name().c_str());
         s.stream.active = false;
         close_after_flush_ = true;
         keep_alive_ = false;
@@ -1407,8 +1407,8 @@ bool Connection::apply_staged() {
     }
     if (take_head && r.answered) {
         // Answered on the loop during on_request and again from another thread.
-        TRELLIS_LOG_WARN("plugin \"%s\" answered a request twice; the second answer is ignored",
-                         s.holder ? s.holder->name().c_str() : "?");
+        SERVER_LOG_WARN("plugin \"%s\" answered a request twice; the second answer is ignored",
+                        s.holder ? s.holder->name().c_str() : "?");
         if (file.fd >= 0 && !file.borrowed)
             ::close(file.fd);
         take_head = false;
@@ -1527,18 +1527,18 @@ void Connection::on_handler_timeout() {
     const char *name = s->holder ? s->holder->name().c_str() : "?";
     s->gave_up = true;
     if (!r.answered) {
-        TRELLIS_LOG_ERROR("plugin \"%s\" did not answer %.*s %.*s within %u ms: 504", name,
-                          static_cast<int>(r.method.length), r.str(r.method).data(),
-                          static_cast<int>(r.target.length), r.str(r.target).data(),
-                          worker_.limits().handler_timeout_ms);
+        SERVER_LOG_ERROR("plugin \"%s\" did not answer %.*s %.*s within %u ms: 504", name,
+                         static_cast<int>(r.method.length), r.str(r.method).data(),
+                         static_cast<int>(r.target.length), r.str(r.target).data(),
+                         worker_.limits().handler_timeout_ms);
         close_after_flush_ = true;
         keep_alive_ = false;
         respond_error(504);
         flush();
         return;
     }
-    TRELLIS_LOG_ERROR("plugin \"%s\" sent nothing for %u ms on a streamed response; closing the connection",
-                      name, worker_.limits().handler_timeout_ms);
+    SERVER_LOG_ERROR("plugin \"%s\" sent nothing for %u ms on a streamed response; closing the connection",
+                     name, worker_.limits().handler_timeout_ms);
     close_now();
 }
 
@@ -1621,7 +1621,7 @@ size_t Connection::stream_write(std::string_view data) {
     StreamState &stream = s.stream;
     if (stream.active && !data.empty() && !s.request.is_head) {
         if (stream.declared && data.size() > stream.length - stream.sent) {
-            TRELLIS_LOG_ERROR(
+            SERVER_LOG_ERROR(
                 "plugin \"%s\" wrote more than the Content-Length it gave (%llu); the excess is dropped",
                 s.holder ? s.holder->name().c_str() : "?", static_cast<unsigned long long>(stream.length));
             data = data.substr(0, stream.length - stream.sent);
@@ -1649,7 +1649,7 @@ void Connection::end_stream() {
     if (stream.chunked && !s.request.is_head)
         append_body("0\r\n\r\n");
     if (stream.declared && stream.sent < stream.length && !s.request.is_head) {
-        TRELLIS_LOG_ERROR(
+        SERVER_LOG_ERROR(
             "plugin \"%s\" ended its response after %llu of %llu promised bytes; closing the connection",
             s.holder ? s.holder->name().c_str() : "?", static_cast<unsigned long long>(stream.sent),
             static_cast<unsigned long long>(stream.length));
@@ -2028,7 +2028,7 @@ void Connection::flush() {
         if (n == 0 && segment.fd >= 0)
             n = -EIO; // the file shrank under us: the promised Content-Length cannot be kept
         if (n < 0) {
-            TRELLIS_LOG_DEBUG("write failed: %s", strerror(static_cast<int>(-n)));
+            SERVER_LOG_DEBUG("write failed: %s", strerror(static_cast<int>(-n)));
             close_now();
             return;
         }

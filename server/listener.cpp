@@ -129,8 +129,8 @@ void Listener::warn_at_limit() {
     uint64_t now = uv_now(worker_.loop());
     if (last_limit_warning_ms_ == 0 || now - last_limit_warning_ms_ >= 1000) {
         last_limit_warning_ms_ = now;
-        TRELLIS_LOG_WARN("limits.max_connections (%u) reached: new connections wait (worker %u)",
-                         worker_.limits().max_connections, worker_.index());
+        SERVER_LOG_WARN("limits.max_connections (%u) reached: new connections wait (worker %u)",
+                        worker_.limits().max_connections, worker_.index());
     }
 }
 
@@ -159,8 +159,8 @@ void Listener::on_readable() {
         if (errno == EINTR || errno == ECONNABORTED)
             continue;
         if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-            TRELLIS_LOG_WARN("accept: %s; pausing accepts for %lu ms", strerror(errno),
-                             static_cast<unsigned long>(kAcceptPauseMs));
+            SERVER_LOG_WARN("accept: %s; pausing accepts for %lu ms", strerror(errno),
+                            static_cast<unsigned long>(kAcceptPauseMs));
             pause_accepting();
         }
         return; // EAGAIN, or an error we cannot fix by retrying now

@@ -36,20 +36,20 @@ void raise_fd_limit(uint32_t &max_connections, bool at_start) {
     }
     if (limit.rlim_cur == RLIM_INFINITY) {
         if (at_start)
-            TRELLIS_LOG_INFO("file descriptor limit: unlimited; limits.max_connections %u", max_connections);
+            SERVER_LOG_INFO("file descriptor limit: unlimited; limits.max_connections %u", max_connections);
         return;
     }
     rlim_t margin = limit.rlim_cur >= 1024 ? 128 : limit.rlim_cur / 4;
     rlim_t room = limit.rlim_cur - margin;
     if (static_cast<rlim_t>(max_connections) > room) {
-        TRELLIS_LOG_WARN("file descriptor limit %lu: limits.max_connections lowered from %u to %lu",
-                         static_cast<unsigned long>(limit.rlim_cur), max_connections,
-                         static_cast<unsigned long>(room));
+        SERVER_LOG_WARN("file descriptor limit %lu: limits.max_connections lowered from %u to %lu",
+                        static_cast<unsigned long>(limit.rlim_cur), max_connections,
+                        static_cast<unsigned long>(room));
         max_connections = static_cast<uint32_t>(room);
     }
     if (at_start)
-        TRELLIS_LOG_INFO("file descriptor limit: %lu; limits.max_connections %u",
-                         static_cast<unsigned long>(limit.rlim_cur), max_connections);
+        SERVER_LOG_INFO("file descriptor limit: %lu; limits.max_connections %u",
+                        static_cast<unsigned long>(limit.rlim_cur), max_connections);
 }
 
 struct MainLoop {
@@ -205,13 +205,13 @@ void Server::start() {
         settings->bound_port = port;
     }
     for (auto &settings : listeners_)
-        TRELLIS_LOG_INFO(
+        SERVER_LOG_INFO(
             "listening on %s%s", listener_url(settings->config, settings->bound_port).c_str(),
             settings->config.transport == TransportKind::Auto ? " (plain HTTP and TLS on one port)" : "");
 }
 
 void Server::reload() {
-    TRELLIS_LOG_INFO("SIGHUP: reloading configuration from %s", config_.source_path.c_str());
+    SERVER_LOG_INFO("SIGHUP: reloading configuration from %s", config_.source_path.c_str());
     Config next;
     bool same_listeners = false;
     try {
@@ -225,9 +225,9 @@ void Server::reload() {
             std::string keys;
             for (const std::string &key : restart_only)
                 keys += (keys.empty() ? "" : ", ") + key;
-            TRELLIS_LOG_WARN("reload: %s changed and take%s effect at the next restart; the rest is "
-                             "applied now",
-                             keys.c_str(), restart_only.size() == 1 ? "s" : "");
+            SERVER_LOG_WARN("reload: %s changed and take%s effect at the next restart; the rest is "
+                            "applied now",
+                            keys.c_str(), restart_only.size() == 1 ? "s" : "");
         }
         retired_.push_back(generation_);
         generation_ = generation;
@@ -243,14 +243,14 @@ void Server::reload() {
         config_.log_level = next.log_level;
         ++reloads_;
         metrics_->set_generation(generation_->number, reloads_, reload_failures_);
-        TRELLIS_LOG_INFO("reload: generation %llu active (%zu plugins, %zu routes)",
-                         static_cast<unsigned long long>(generation_->number),
-                         generation_->plugins.instances().size(), generation_->router->size());
+        SERVER_LOG_INFO("reload: generation %llu active (%zu plugins, %zu routes)",
+                        static_cast<unsigned long long>(generation_->number),
+                        generation_->plugins.instances().size(), generation_->router->size());
     } catch (const std::exception &e) {
         ++reload_failures_;
         metrics_->set_generation(generation_->number, reloads_, reload_failures_);
-        TRELLIS_LOG_ERROR("reload failed: %s; keeping generation %llu", e.what(),
-                          static_cast<unsigned long long>(generation_->number));
+        SERVER_LOG_ERROR("reload failed: %s; keeping generation %llu", e.what(),
+                         static_cast<unsigned long long>(generation_->number));
         return;
     }
     // The listeners' TLS settings (all but hsts) come from the new reading when the listeners
@@ -271,16 +271,16 @@ void Server::reopen_logs() {
         any = true;
         std::string error;
         if (reopen_error_log(error))
-            TRELLIS_LOG_INFO("SIGUSR1: reopened error log %s", config_.error_log.c_str());
+            SERVER_LOG_INFO("SIGUSR1: reopened error log %s", config_.error_log.c_str());
         else
-            TRELLIS_LOG_ERROR("SIGUSR1: cannot reopen error log: %s; still writing to the old file",
-                              error.c_str());
+            SERVER_LOG_ERROR("SIGUSR1: cannot reopen error log: %s; still writing to the old file",
+                             error.c_str());
     }
     // The access log's writer thread reopens it once what is queued is written, and logs it.
     if (access_log_ && access_log_->reopen())
         any = true;
     if (!any)
-        TRELLIS_LOG_INFO("SIGUSR1: no log file to reopen (the logs go to stdout and stderr)");
+        SERVER_LOG_INFO("SIGUSR1: no log file to reopen (the logs go to stdout and stderr)");
 }
 
 void Server::collect_generations() {
@@ -294,7 +294,7 @@ void Server::reload_certificates() {
         any_tls = any_tls || settings->tls != nullptr;
     if (!any_tls)
         return;
-    TRELLIS_LOG_INFO("SIGHUP: reloading certificates");
+    SERVER_LOG_INFO("SIGHUP: reloading certificates");
     for (size_t i = 0; i < listeners_.size(); ++i) {
         ListenerSettings &settings = *listeners_[i];
         if (!settings.tls)
@@ -312,12 +312,12 @@ void Server::reload_certificates() {
             bool kept = keeps_sessions_of(*context, *settings.tls);
             settings.tls = context;
             for (const std::string &certificate : describe_certificates(*context))
-                TRELLIS_LOG_INFO("tls: %s now serves %s", where.c_str(), certificate.c_str());
-            TRELLIS_LOG_INFO("tls: %s %s", where.c_str(),
-                             kept ? "keeps its TLS sessions and ticket keys"
-                                  : "starts with no TLS sessions (a certificate, key or client CA changed)");
+                SERVER_LOG_INFO("tls: %s now serves %s", where.c_str(), certificate.c_str());
+            SERVER_LOG_INFO("tls: %s %s", where.c_str(),
+                            kept ? "keeps its TLS sessions and ticket keys"
+                                 : "starts with no TLS sessions (a certificate, key or client CA changed)");
         } catch (const std::exception &e) {
-            TRELLIS_LOG_ERROR("%s: %s; it keeps its previous certificates", where.c_str(), e.what());
+            SERVER_LOG_ERROR("%s: %s; it keeps its previous certificates", where.c_str(), e.what());
         }
     }
 }
@@ -339,7 +339,7 @@ int Server::run() {
     uv_signal_init(&main.loop, &main.sighup);
     uv_signal_init(&main.loop, &main.sigusr1);
     auto on_signal = [](uv_signal_t *handle, int signum) {
-        TRELLIS_LOG_INFO("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+        SERVER_LOG_INFO("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
         stop_workers(*static_cast<MainLoop *>(handle->data));
     };
     uv_signal_start(&main.sigint, on_signal, SIGINT);
@@ -392,13 +392,13 @@ int Server::run() {
     // A blocking handler that never returns still runs plugin code: unloading it would pull the
     // code from under that thread, so the process ends here without unloading anything.
     if (thread_pool_ && !thread_pool_->stop(config_.limits.shutdown_timeout_ms)) {
-        TRELLIS_LOG_ERROR("blocking handlers still running after %u ms; exiting without unloading plugins",
-                          config_.limits.shutdown_timeout_ms);
+        SERVER_LOG_ERROR("blocking handlers still running after %u ms; exiting without unloading plugins",
+                         config_.limits.shutdown_timeout_ms);
         access_log_.reset(); // flushes
         fflush(stderr);
         _exit(ok ? 0 : 1);
     }
-    TRELLIS_LOG_INFO("stopped");
+    SERVER_LOG_INFO("stopped");
     return ok ? 0 : 1;
 }
 

@@ -126,7 +126,7 @@ void Worker::start_plugins(const Generation &generation, const Generation *previ
             continue; // started with an earlier generation
         if (p.has(offsetof(trellis_plugin, on_worker_start) + sizeof(void *)) && p.plugin->on_worker_start &&
             p.plugin->on_worker_start(p.instance, index_) != TRELLIS_OK) {
-            TRELLIS_LOG_ERROR("plugin \"%s\": on_worker_start failed on worker %u", p.name().c_str(), index_);
+            SERVER_LOG_ERROR("plugin \"%s\": on_worker_start failed on worker %u", p.name().c_str(), index_);
             if (!previous)
                 started_ok_ = false;
         }
@@ -201,7 +201,7 @@ void Worker::run() {
     }
     int rc = close_loop();
     if (rc != 0)
-        TRELLIS_LOG_ERROR("worker %u: event loop did not close cleanly: %s", index_, uv_err_name(rc));
+        SERVER_LOG_ERROR("worker %u: event loop did not close cleanly: %s", index_, uv_err_name(rc));
     if (on_exit_)
         on_exit_(on_exit_data_);
 }
@@ -285,8 +285,8 @@ void Worker::on_drained() {
 
 void Worker::uv_on_shutdown_timeout(uv_timer_t *timer) noexcept {
     auto *self = static_cast<Worker *>(timer->data);
-    TRELLIS_LOG_WARN("worker %u: shutdown timeout; closing %zu connection(s)", self->index_,
-                     self->context_->connections);
+    SERVER_LOG_WARN("worker %u: shutdown timeout; closing %zu connection(s)", self->index_,
+                    self->context_->connections);
     self->close_all_connections(true);
 }
 

@@ -363,7 +363,7 @@ typedef struct trellis_plugin {
      * request (500 unless answered; the connection closes). THREAD: worker thread. */
     int (*on_body)(void *instance, trellis_request *req, const char *data, size_t len, int last);
 
-    /* Optional, appended after ABI 1.1 shipped (read only when struct_size covers it). The methods
+    /* ABI 1.2. Optional (read only when struct_size covers it, so older plugins count as NULL). The methods
      * on_request answers with anything but 405, as an Allow value ("GET, HEAD"); NULL when it
      * takes every method the host passes on. The host refuses TRACE itself, before any plugin
      * (it would echo credentials back); its 405 on this plugin's route carries this Allow, so

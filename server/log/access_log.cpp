@@ -229,11 +229,11 @@ void AccessLog::run() {
         if (dropped_lines != reported_lines_ || dropped_buffers != reported_buffers_) {
             uint64_t now = steady_ns();
             if (stop || last_report_ns_ == 0 || now - last_report_ns_ >= 1000000000) {
-                TRELLIS_LOG_ERROR("access log: the disk is slower than the traffic; dropped %llu lines "
-                                  "(%llu buffers), %llu lines in all",
-                                  static_cast<unsigned long long>(dropped_lines - reported_lines_),
-                                  static_cast<unsigned long long>(dropped_buffers - reported_buffers_),
-                                  static_cast<unsigned long long>(dropped_lines));
+                SERVER_LOG_ERROR("access log: the disk is slower than the traffic; dropped %llu lines "
+                                 "(%llu buffers), %llu lines in all",
+                                 static_cast<unsigned long long>(dropped_lines - reported_lines_),
+                                 static_cast<unsigned long long>(dropped_buffers - reported_buffers_),
+                                 static_cast<unsigned long long>(dropped_lines));
                 reported_lines_ = dropped_lines;
                 reported_buffers_ = dropped_buffers;
                 last_report_ns_ = now;
@@ -263,8 +263,8 @@ void AccessLog::write_all(const std::string &data) {
         if (n <= 0) {
             // A full disk must not take the server down; the buffer is lost (the log says so, at
             // most as often as the error log's limit allows).
-            TRELLIS_LOG_ERROR("access log: write failed: %s; lines lost",
-                              n < 0 ? strerror(errno) : "no progress");
+            SERVER_LOG_ERROR("access log: write failed: %s; lines lost",
+                             n < 0 ? strerror(errno) : "no progress");
             return;
         }
         rest.remove_prefix(static_cast<size_t>(n));
@@ -274,15 +274,15 @@ void AccessLog::write_all(const std::string &data) {
 void AccessLog::reopen_now() {
     int fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
-        TRELLIS_LOG_ERROR("SIGUSR1: cannot reopen access log %s: %s; still writing to the old file",
-                          path_.c_str(), strerror(errno));
+        SERVER_LOG_ERROR("SIGUSR1: cannot reopen access log %s: %s; still writing to the old file",
+                         path_.c_str(), strerror(errno));
         return;
     }
     if (owns_fd_)
         ::close(fd_);
     fd_ = fd;
     owns_fd_ = true;
-    TRELLIS_LOG_INFO("SIGUSR1: reopened access log %s", path_.c_str());
+    SERVER_LOG_INFO("SIGUSR1: reopened access log %s", path_.c_str());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // "error_log" names. Thread-safe; a line is written with a single write(2) so lines of different
 // workers never interleave.
 //
-// Lines logged through log_format (every TRELLIS_LOG_* macro) are rate-limited per call site, so
+// Lines logged through log_format (every SERVER_LOG_* macro) are rate-limited per call site, so
 // a client that can trigger a warning cannot fill the disk with it: at most
 // LogRateLimiter::kLinesPerSecond lines per format string and second, and the next line a site
 // logs after it was silenced carries "(N similar messages suppressed)"; each plugin instance's
@@ -74,12 +74,14 @@ class LogRateLimiter {
 
 } // namespace trellis
 
-#define TRELLIS_LOG(level, ...)                                                                              \
+// The server's own lines. (The plugin ABI's TRELLIS_LOG_* are log levels a plugin passes to
+// host->log; these are not those.)
+#define SERVER_LOG(level, ...)                                                                               \
     do {                                                                                                     \
         if (static_cast<int>(level) >= static_cast<int>(::trellis::log_level()))                             \
             ::trellis::log_format(level, __VA_ARGS__);                                                       \
     } while (0)
-#define TRELLIS_LOG_DEBUG(...) TRELLIS_LOG(::trellis::LogLevel::Debug, __VA_ARGS__)
-#define TRELLIS_LOG_INFO(...) TRELLIS_LOG(::trellis::LogLevel::Info, __VA_ARGS__)
-#define TRELLIS_LOG_WARN(...) TRELLIS_LOG(::trellis::LogLevel::Warn, __VA_ARGS__)
-#define TRELLIS_LOG_ERROR(...) TRELLIS_LOG(::trellis::LogLevel::Error, __VA_ARGS__)
+#define SERVER_LOG_DEBUG(...) SERVER_LOG(::trellis::LogLevel::Debug, __VA_ARGS__)
+#define SERVER_LOG_INFO(...) SERVER_LOG(::trellis::LogLevel::Info, __VA_ARGS__)
+#define SERVER_LOG_WARN(...) SERVER_LOG(::trellis::LogLevel::Warn, __VA_ARGS__)
+#define SERVER_LOG_ERROR(...) SERVER_LOG(::trellis::LogLevel::Error, __VA_ARGS__)

@@ -42,7 +42,7 @@ const char *plugin_name(const trellis_request *r) {
 }
 
 void warn_answered_twice(const trellis_request *r) {
-    TRELLIS_LOG_WARN("plugin \"%s\" answered a request twice; the second answer is ignored", plugin_name(r));
+    SERVER_LOG_WARN("plugin \"%s\" answered a request twice; the second answer is ignored", plugin_name(r));
 }
 
 void post(trellis_request *r, unsigned bits) {
@@ -200,8 +200,8 @@ int respond_file_with(trellis_request *r, const trellis_file_options *options) {
     // Fields past the plugin's struct_size read as zero.
     // A struct too short to say which descriptor is a plugin bug: touch no descriptor at all.
     if (options->struct_size < offsetof(trellis_file_options, fd) + sizeof options->fd) {
-        TRELLIS_LOG_ERROR("respond_file_with: options.struct_size (%u) does not reach fd",
-                          static_cast<unsigned>(options->struct_size));
+        SERVER_LOG_ERROR("respond_file_with: options.struct_size (%u) does not reach fd",
+                         static_cast<unsigned>(options->struct_size));
         answer_500(r);
         return -1;
     }
@@ -318,8 +318,8 @@ void request_release(trellis_request *r) {
     {
         std::lock_guard<std::mutex> lock(s.stage_mutex);
         if (s.staged.released) {
-            TRELLIS_LOG_WARN("plugin \"%s\" released a request twice; the second release is ignored",
-                             plugin_name(r));
+            SERVER_LOG_WARN("plugin \"%s\" released a request twice; the second release is ignored",
+                            plugin_name(r));
             return;
         }
         s.staged.released = true;

@@ -180,9 +180,9 @@ void PluginSet::load(const std::vector<PluginConfig> &plugins, const std::string
             throw StartupError("plugin \"" + config.name + "\" (" + config.file +
                                "): create failed: " + (err[0] ? err : "no reason given"));
         }
-        TRELLIS_LOG_DEBUG("plugin \"%s\" loaded from %s (%s %s)", config.name.c_str(), config.file.c_str(),
-                          instance->plugin->name ? instance->plugin->name : "?",
-                          instance->plugin->version ? instance->plugin->version : "");
+        SERVER_LOG_DEBUG("plugin \"%s\" loaded from %s (%s %s)", config.name.c_str(), config.file.c_str(),
+                         instance->plugin->name ? instance->plugin->name : "?",
+                         instance->plugin->version ? instance->plugin->version : "");
         instances_.push_back(std::move(instance));
     }
 }

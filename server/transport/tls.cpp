@@ -93,7 +93,7 @@ int TlsTransport::bio_recv(void *ctx, unsigned char *data, size_t length) {
 
 void TlsTransport::fail(const char *what, int code) {
     // Bad handshakes are the client's business (scanners, wrong port, old clients): debug level.
-    TRELLIS_LOG_DEBUG("tls %s failed: %s", what, tls_error_text(code).c_str());
+    SERVER_LOG_DEBUG("tls %s failed: %s", what, tls_error_text(code).c_str());
     if (events_)
         events_->on_read_end(-EPROTO);
 }
@@ -251,7 +251,7 @@ ssize_t TlsTransport::write_record(const unsigned char *data, size_t length) {
         pending_record_ = offer;
         return -EAGAIN;
     }
-    TRELLIS_LOG_DEBUG("tls write failed: %s", tls_error_text(rc).c_str());
+    SERVER_LOG_DEBUG("tls write failed: %s", tls_error_text(rc).c_str());
     return -EPIPE;
 }
 

@@ -1,7 +1,7 @@
 #include "transport/tls_context.hpp"
 
-#include "log/log.hpp"
 #include "errors.hpp"
+#include "log/log.hpp"
 
 #include <mbedtls/asn1write.h>
 #include <mbedtls/entropy.h>
@@ -350,9 +350,9 @@ std::shared_ptr<TlsContext> TlsContext::load(const TlsConfig &config, bool check
                 continue;
             generate_self_signed(files);
             auto cert = load_certificate(files);
-            TRELLIS_LOG_INFO("tls: generated a self-signed certificate for localhost, 127.0.0.1 and ::1: %s "
-                             "(SHA-256 fingerprint %s)",
-                             files.cert.c_str(), certificate_fingerprint(cert->chain).c_str());
+            SERVER_LOG_INFO("tls: generated a self-signed certificate for localhost, 127.0.0.1 and ::1: %s "
+                            "(SHA-256 fingerprint %s)",
+                            files.cert.c_str(), certificate_fingerprint(cert->chain).c_str());
             context->certificates_.push_back(std::move(cert));
             continue;
         }

@@ -335,7 +335,7 @@ TEST_CASE("error log: a file, rate-limited per call site, reopened after a renam
     // One call site, far more lines than the limit, on a thread the limit applies to.
     auto burst = [](int n) {
         for (int i = 0; i < n; ++i)
-            TRELLIS_LOG_ERROR("unit test burst line %d", i);
+            SERVER_LOG_ERROR("unit test burst line %d", i);
     };
     burst(100);
     std::vector<std::string> lines = lines_of(read_file(path));
