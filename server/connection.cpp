@@ -5,6 +5,7 @@
 #include "http/http_date.hpp"
 #include "http/path.hpp"
 #include "http/status_text.hpp"
+#include "http1/response_writer.hpp"
 #include "log/log.hpp"
 #include "mailbox.hpp"
 #include "metrics/metrics.hpp"
@@ -114,35 +115,6 @@ int check_transfer_encoding(std::string_view list) {
     return unknown ? 501 : 0;
 }
 
-void append_number(std::string &out, uint64_t value) {
-    char digits[24];
-    auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
-    out.append(digits, end);
-}
-
-// A 304 stands for a representation the client already has (RFC 9110 section 15.4.5): it keeps
-// what a cache updates (ETag, Cache-Control, Expires, Vary, Content-Location, and Last-Modified,
-// as nginx sends it) and whatever else a plugin set (Set-Cookie, its own fields), but never the
-// fields that describe a body it does not carry.
-bool describes_absent_body(std::string_view name) {
-    for (std::string_view body_field :
-         {"content-type", "content-encoding", "content-language", "content-length", "content-range",
-          "content-disposition", "accept-ranges", "x-content-type-options", "transfer-encoding"})
-        if (iequals(name, body_field))
-            return true;
-    return false;
-}
-
-void append_304_fields(std::string &out, std::string_view headers) {
-    while (!headers.empty()) {
-        size_t eol = headers.find("\r\n");
-        std::string_view line = headers.substr(0, eol == std::string_view::npos ? eol : eol + 2);
-        if (!describes_absent_body(line.substr(0, line.find(':'))))
-            out.append(line);
-        headers.remove_prefix(line.size());
-    }
-}
-
 } // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -172,22 +144,11 @@ ActiveSession::ActiveSession(size_t read_buffer_size, WorkerContext *owner)
 }
 
 ActiveSession::~ActiveSession() {
-    for (size_t i = segment_index; i < segments.size(); ++i)
-        if (segments[i].fd >= 0)
-            ::close(segments[i].fd);
     staged.reset();
 }
 
 void ActiveSession::reset_for_reuse() {
-    for (size_t i = segment_index; i < segments.size(); ++i)
-        if (segments[i].fd >= 0)
-            ::close(segments[i].fd);
-    segments.clear();
-    segment_index = 0;
-    open_files = 0;
-    if (out.capacity() > (256u << 10))
-        std::string().swap(out);
-    out.clear();
+    output.clear();
     read_end = parse_pos = request_start = head_end = 0;
     in_message = in_body = in_header_field = in_header_value = false;
     host_count = 0;
@@ -332,8 +293,8 @@ void Connection::begin_drain() {
         return;
     }
     ActiveSession *s = session_;
-    if (s && (s->in_message || s->hold != Hold::None || s->stream.active ||
-              s->segment_index < s->segments.size() || s->parse_pos < s->read_end)) {
+    if (s && (s->in_message || s->hold != Hold::None || s->stream.active || !s->output.empty() ||
+              s->parse_pos < s->read_end)) {
         // A request in the middle finishes: worker_.draining makes its answer say
         // "Connection: close" (after_message). Answers already being written end the connection.
         if (!s->in_message && s->hold == Hold::None && !s->stream.active)
@@ -369,7 +330,7 @@ void Connection::update_timeout() {
     if (closed_ || lingering_)
         return;
     TimeoutKind kind;
-    if (session_ && session_->segment_index < session_->segments.size())
+    if (session_ && !session_->output.empty())
         kind = kSendTimeout;
     else if (session_ && session_->in_message && session_->in_body && !session_->body_paused)
         kind = kBodyTimeout;
@@ -409,7 +370,7 @@ void Connection::on_timeout(TimeoutKind kind) {
         SERVER_LOG_DEBUG("request timed out (%s)", kind == kHeaderTimeout ? "head" : "body");
         if (session_ && session_->hold != Hold::None) {
             fail_held_request(408);
-        } else if (session_ && session_->segment_index == session_->segments.size()) {
+        } else if (session_ && session_->output.empty()) {
             close_after_flush_ = true;
             keep_alive_ = false;
             respond_error(408);
@@ -431,8 +392,7 @@ void Connection::on_timeout(TimeoutKind kind) {
 
 void Connection::release_session_if_idle() {
     ActiveSession *s = session_;
-    if (!s || s->in_message || s->hold != Hold::None || s->parse_pos != s->read_end ||
-        s->segment_index != s->segments.size())
+    if (!s || s->in_message || s->hold != Hold::None || s->parse_pos != s->read_end || !s->output.empty())
         return;
     release_session();
 }
@@ -520,7 +480,7 @@ void Connection::on_read_end(int status) {
     transport_->set_reading(false);
     // A half-closed client still gets the answers to what it sent (after_flush closes once they
     // are written); a request cut short by the EOF is dropped.
-    bool pending_output = session_ && session_->segment_index < session_->segments.size();
+    bool pending_output = session_ && !session_->output.empty();
     bool unparsed_input = session_ && session_->parse_pos < session_->read_end;
     // A client that closes while a plugin holds its request has gone: the plugin hears on_abort
     // (an HTTP/1.1 client does not half-close to wait for an answer).
@@ -539,8 +499,8 @@ void Connection::process_input() {
     // "Connection: close" (an HTTP/1.0 stream, say); nothing after it is.
     auto streaming_body = [&s] { return s.hold != Hold::None && s.body_streamed && s.in_message; };
     while (!closed_ && (!close_after_flush_ || streaming_body()) &&
-           (s.parse_pos < s.read_end || s.parser_kick) && s.out.size() < kMaxQueuedOutput &&
-           s.open_files < kMaxQueuedFiles && may_parse()) {
+           (s.parse_pos < s.read_end || s.parser_kick) && s.output.buffered_bytes() < kMaxQueuedOutput &&
+           s.output.open_files() < kMaxQueuedFiles && may_parse()) {
         if (!parse_step())
             break;
     }
@@ -623,7 +583,7 @@ bool Connection::is_http09_request_line() const {
     // CRLF, which an HTTP/0.9 client never sends: recognise it here instead of at the header
     // timeout.
     const ActiveSession &s = *session_;
-    const Request &r = s.request;
+    const trellis_request &r = s.request;
     if (r.header_count != 0 || r.target.length == 0)
         return false;
     size_t after = r.target.offset + r.target.length;
@@ -688,7 +648,7 @@ void Connection::shift_request_to_front() {
     if (shift == 0)
         return;
     memmove(s.read_buffer.get(), s.read_buffer.get() + shift, s.read_end - shift);
-    Request &r = s.request;
+    trellis_request &r = s.request;
     auto rebase = [shift](Span &span) {
         if (span.length || span.offset >= shift)
             span.offset -= static_cast<uint32_t>(shift);
@@ -788,7 +748,7 @@ int Connection::on_url(llhttp_t *p, const char *at, size_t len) noexcept {
 int Connection::on_header_field(llhttp_t *p, const char *at, size_t len) noexcept {
     Connection *c = from_parser(p);
     ActiveSession &s = *c->session_;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     if (s.in_body)
         return 0; // trailer fields are dropped: they must not change what the head said
     uint32_t offset = static_cast<uint32_t>(at - s.read_buffer.get());
@@ -896,7 +856,7 @@ int Connection::on_headers_complete(llhttp_t *p) noexcept {
 
 int Connection::headers_complete() {
     ActiveSession &s = *session_;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     llhttp_t &p = s.parser;
     s.in_body = true;
     s.body_started_ms = worker_.timeouts.now();
@@ -941,15 +901,14 @@ int Connection::headers_complete() {
     if ((p.flags & F_CONTENT_LENGTH) && p.content_length > max_body)
         return 413; // before any 100 Continue: the client need not send the body at all
     if (s.expect_continue && has_body && r.version == 11) {
-        s.segments.push_back({s.out.size(), s.out.size() + kContinue.size(), -1});
-        s.out.append(kContinue);
+        s.output.append(kContinue);
     }
     return 0;
 }
 
 int Connection::parse_target() {
     ActiveSession &s = *session_;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     std::string_view target = r.str(r.target);
     // A fragment is the client's own business and never part of a request target (RFC 9112
     // section 3.2); llhttp passes "#" through in the URL.
@@ -1088,17 +1047,17 @@ void Connection::after_message() {
 }
 
 bool Connection::redirect_to_https() {
-    Request &r = session_->request;
-    const std::string &to = listen_->redirect_to_https;
+    trellis_request &r = session_->request;
+    const RedirectToHttps &to = listen_->redirect_to_https;
     std::string location;
-    if (to == "same-host") {
+    if (to.kind == RedirectToHttps::Kind::SameHost) {
         if (r.host.empty()) {
             respond_error(400);
             return true;
         }
         location = "https://" + r.host; // the port is dropped: https on 443
     } else {
-        location = to;
+        location = to.origin;
     }
     // The target as sent (still percent-encoded, so it cannot carry CR or LF into the header);
     // for an absolute-form target, its path and query only.
@@ -1120,8 +1079,8 @@ bool Connection::redirect_to_https() {
 }
 
 bool Connection::answered_by_listener_rules() {
-    Request &r = session_->request;
-    if (listen_ && !listen_->redirect_to_https.empty() && !transport_->tls_facts())
+    trellis_request &r = session_->request;
+    if (listen_ && listen_->redirect_to_https.kind != RedirectToHttps::Kind::Off && !transport_->tls_facts())
         if (redirect_to_https())
             return true;
     if (!transport_->covers_host(r.host)) {
@@ -1135,7 +1094,7 @@ bool Connection::answered_by_listener_rules() {
 
 void Connection::dispatch(int first_route) {
     ActiveSession &s = *session_;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     if (first_route == 0) {
         if (answered_by_listener_rules())
             return;
@@ -1156,7 +1115,7 @@ void Connection::dispatch(int first_route) {
 
 bool Connection::call_handler(int index) {
     ActiveSession &s = *session_;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     const Route &route = s.router->route(index);
     s.route_index = index;
     s.route_stats = route.stats;
@@ -1214,7 +1173,7 @@ void Connection::check_loop_stall(uint64_t began_ns, const PluginInstance &plugi
 
 bool Connection::after_handler(int rc, PluginInstance *plugin) {
     ActiveSession &s = *session_;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     if (rc == TRELLIS_ASYNC) {
         if (s.hold == Hold::None)
             begin_hold(Hold::Async, plugin);
@@ -1380,7 +1339,7 @@ void Connection::on_pool_done() {
 
 bool Connection::apply_staged() {
     ActiveSession &s = *session_;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     StagedAnswer &st = s.staged;
     StagedAnswer::Kind kind = StagedAnswer::Kind::None;
     int status = 0;
@@ -1523,7 +1482,7 @@ void Connection::on_handler_timeout() {
         s->staged.gone = true; // later answers from the plugin fail
     }
     apply_staged(); // answers accepted before that still count
-    const Request &r = s->request;
+    const trellis_request &r = s->request;
     const char *name = s->holder ? s->holder->name().c_str() : "?";
     s->gave_up = true;
     if (!r.answered) {
@@ -1593,24 +1552,27 @@ void Connection::resume_body() {
 
 bool Connection::start_stream(int status, int64_t content_length) {
     ActiveSession &s = *session_;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     if (status < 200 || status > 999 || status == 204 || status == 304)
         return false;
     s.stream = StreamState{};
     s.stream.status = status;
-    if (content_length >= 0) {
+    switch (http1::framing_for_stream(content_length, r.version)) {
+    case http1::BodyFraming::ContentLength:
         s.stream.declared = true;
         s.stream.length = static_cast<uint64_t>(content_length);
         write_head(status, s.stream.length, true);
-    } else if (r.version == 11) {
+        break;
+    case http1::BodyFraming::Chunked:
         s.stream.chunked = true;
         r.response_headers.append("Transfer-Encoding: chunked\r\n");
         write_head(status, 0, false);
-    } else {
-        // HTTP/1.0 has no chunks: the end of the connection ends the body.
+        break;
+    case http1::BodyFraming::UntilClose:
         close_after_flush_ = true;
         keep_alive_ = false;
         write_head(status, 0, false);
+        break;
     }
     s.stream.active = true;
     return true;
@@ -1628,10 +1590,9 @@ size_t Connection::stream_write(std::string_view data) {
         }
         if (stream.chunked) {
             char size_line[24];
-            int n = snprintf(size_line, sizeof size_line, "%zx\r\n", data.size());
-            append_body(std::string_view(size_line, static_cast<size_t>(n)));
+            append_body(http1::chunk_size_line(data.size(), size_line));
             append_body(data);
-            append_body("\r\n");
+            append_body(http1::kChunkEnd);
         } else {
             append_body(data);
         }
@@ -1647,7 +1608,7 @@ void Connection::end_stream() {
         return;
     stream.active = false;
     if (stream.chunked && !s.request.is_head)
-        append_body("0\r\n\r\n");
+        append_body(http1::kLastChunk);
     if (stream.declared && stream.sent < stream.length && !s.request.is_head) {
         SERVER_LOG_ERROR(
             "plugin \"%s\" ended its response after %llu of %llu promised bytes; closing the connection",
@@ -1660,11 +1621,7 @@ void Connection::end_stream() {
 }
 
 size_t Connection::queued_output() const {
-    const ActiveSession &s = *session_;
-    size_t total = 0;
-    for (size_t i = s.segment_index; i < s.segments.size(); ++i)
-        total += s.segments[i].end - s.segments[i].begin;
-    return total;
+    return session_->output.pending_bytes();
 }
 
 void Connection::record_response(int status, uint64_t body_bytes) {
@@ -1679,58 +1636,30 @@ void Connection::record_response_of(ActiveSession &s, int status, uint64_t body_
 
 void Connection::write_head(int status, uint64_t content_length, bool with_length) {
     ActiveSession &s = *session_;
-    std::string &out = s.out;
-    size_t start = out.size();
-    out.append("HTTP/1.1 ");
-    append_number(out, static_cast<uint64_t>(status));
-    out += ' ';
-    out.append(status_text(status));
-    out.append("\r\nDate: ");
-    out.append(worker_.date.now());
-    out.append("\r\nServer: trellis\r\n");
-    if (status == 304)
-        append_304_fields(out, s.request.response_headers);
-    else
-        out.append(s.request.response_headers);
-    if (listen_ && !listen_->tls.hsts.empty() && transport_->tls_facts()) {
-        out.append("Strict-Transport-Security: ");
-        out.append(listen_->tls.hsts);
-        out.append("\r\n");
-    }
-    if (with_length) {
-        out.append("Content-Length: ");
-        append_number(out, content_length);
-        out.append("\r\n");
-    }
-    if (close_after_flush_ || !keep_alive_)
-        out.append("Connection: close\r\n");
-    else if (s.request.version == 10)
-        out.append("Connection: keep-alive\r\n");
-    out.append("\r\n");
-    OutSegment *last = s.segments.empty() ? nullptr : &s.segments.back();
-    if (last && last->fd < 0 && last->end == start && s.segments.size() > s.segment_index)
-        last->end = out.size();
-    else
-        s.segments.push_back({start, out.size(), -1});
+    http1::ResponseHead head;
+    head.status = status;
+    head.date = worker_.date.now();
+    head.fields = s.request.response_headers;
+    if (listen_ && transport_->tls_facts())
+        head.hsts = listen_->tls.hsts;
+    head.has_length = with_length;
+    head.content_length = content_length;
+    head.persistence = http1::persistence_for(close_after_flush_ || !keep_alive_, s.request.version);
+    size_t start = s.output.text().size();
+    http1::append_response_head(s.output.text(), head);
+    s.output.commit_from(start);
     s.request.answered = true;
     worker_.stats.responses_by_class[status / 100 % 6].add();
 }
 
 void Connection::append_body(std::string_view body) {
-    ActiveSession &s = *session_;
-    size_t start = s.out.size();
-    s.out.append(body);
-    OutSegment *last = s.segments.size() > s.segment_index ? &s.segments.back() : nullptr;
-    if (last && last->fd < 0 && last->end == start)
-        last->end = s.out.size();
-    else
-        s.segments.push_back({start, s.out.size(), -1});
+    session_->output.append(body);
 }
 
 void Connection::log_access(ActiveSession &s, int status, uint64_t body_bytes) {
     if (!worker_.access_log.enabled())
         return;
-    Request &r = s.request;
+    trellis_request &r = s.request;
     char peer[64];
     size_t n = peer_text(peer_, peer, sizeof peer);
     std::string_view ip(peer, n);
@@ -1752,7 +1681,7 @@ void Connection::log_access(ActiveSession &s, int status, uint64_t body_bytes) {
 }
 
 void Connection::respond(int status, std::string_view body) {
-    Request &r = session_->request;
+    trellis_request &r = session_->request;
     bool bodiless = status < 200 || status == 204 || status == 304;
     write_head(status, body.size(), !bodiless);
     if (!r.is_head && !bodiless)
@@ -1761,7 +1690,7 @@ void Connection::respond(int status, std::string_view body) {
 }
 
 void Connection::respond_error(int status) {
-    Request &r = session_->request;
+    trellis_request &r = session_->request;
     r.response_headers.assign("Content-Type: text/plain; charset=utf-8\r\n");
     if (status == 405 && (r.llhttp_method == HTTP_CONNECT || r.llhttp_method == HTTP_TRACE)) {
         // One Allow per resource: the route's plugin names its methods (the static plugin's
@@ -1779,7 +1708,7 @@ void Connection::respond_error(int status) {
 }
 
 bool Connection::respond_file(const FileResponse &file) {
-    Request &r = session_->request;
+    trellis_request &r = session_->request;
     ActiveSession &s = *session_;
     auto release_fd = [&file] {
         if (!file.borrowed)
@@ -1798,123 +1727,33 @@ bool Connection::respond_file(const FileResponse &file) {
     }
     const uint64_t size = static_cast<uint64_t>(st.st_size);
     int status = file.status;
-    std::vector<ByteRange> &ranges = s.ranges;
-    ranges.clear();
+    s.ranges.clear();
     RangeOutcome outcome = RangeOutcome::Full;
-    if (status == 200) {
-        FileEtag tag =
-            file_etag(static_cast<uint64_t>(st.st_ino), size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
-        std::string_view etag = tag.view();
-        char last_modified[kHttpDateLength + 1] = {};
-        format_http_date(st.st_mtim.tv_sec, last_modified);
-        r.response_headers.append("Last-Modified: ").append(last_modified, kHttpDateLength).append("\r\n");
-        r.response_headers.append("ETag: ").append(etag).append("\r\nAccept-Ranges: bytes\r\n");
-        RequestConditions conditions;
-        conditions.get_or_head = r.llhttp_method == HTTP_GET || r.llhttp_method == HTTP_HEAD;
-        conditions.has_if_match = r.header("if-match", conditions.if_match);
-        conditions.has_if_unmodified_since = r.header("if-unmodified-since", conditions.if_unmodified_since);
-        conditions.has_if_none_match = r.header("if-none-match", conditions.if_none_match);
-        conditions.has_if_modified_since = r.header("if-modified-since", conditions.if_modified_since);
-        switch (evaluate_preconditions(conditions, etag, st.st_mtim.tv_sec)) {
-        case Precondition::NotModified:
-            release_fd();
-            respond(304, {});
-            return true;
-        case Precondition::Failed:
-            release_fd();
-            respond_error(412);
-            return true;
-        case Precondition::Proceed:
-            break;
-        }
-        std::string_view range, if_range;
-        if (r.llhttp_method == HTTP_GET && r.header("range", range) &&
-            (!r.header("if-range", if_range) || if_range_matches(if_range, etag, st.st_mtim.tv_sec)))
-            outcome = parse_ranges(range, size, file.max_ranges ? file.max_ranges : 16, ranges);
+    if (status == 200 && answered_by_file_validators(st, file.max_ranges ? file.max_ranges : 16, outcome)) {
+        release_fd();
+        return true;
     }
     if (outcome == RangeOutcome::Unsatisfiable) {
         release_fd();
-        char content_range[48];
-        snprintf(content_range, sizeof content_range, "bytes */%llu", static_cast<unsigned long long>(size));
-        // The body is a short text now: drop the file's type and coding, keep the rest (Vary,
-        // Cache-Control, ...).
-        take_header(r.response_headers, "Content-Type");
-        take_header(r.response_headers, "Content-Encoding");
-        r.response_headers.append("Content-Type: text/plain; charset=utf-8\r\nContent-Range: ");
-        r.response_headers.append(content_range).append("\r\n");
-        respond(416, "416 Range Not Satisfiable\n");
+        respond_range_not_satisfiable(size);
         return true;
     }
-
-    size_t out_mark = s.out.size(), segments_mark = s.segments.size();
-    uint64_t body_bytes = 0;
+    OutputQueue::Mark before_answer = s.output.mark();
+    uint64_t body_bytes = size;
     bool ok = true;
-    if (outcome == RangeOutcome::Partial && ranges.size() == 1) {
-        const ByteRange &only = ranges[0];
-        char content_range[96];
-        snprintf(content_range, sizeof content_range, "Content-Range: bytes %llu-%llu/%llu\r\n",
-                 static_cast<unsigned long long>(only.first), static_cast<unsigned long long>(only.last),
-                 static_cast<unsigned long long>(size));
-        r.response_headers.append(content_range);
+    if (outcome == RangeOutcome::Partial) {
         status = 206;
-        write_head(status, only.length(), true);
-        if (!r.is_head)
-            ok = queue_file_bytes(file.fd, only.first, only.length());
-        body_bytes = only.length();
-    } else if (outcome == RangeOutcome::Partial) {
-        // multipart/byteranges (RFC 9110 section 14.6): each part names its range and the type.
-        std::string type = take_header(r.response_headers, "Content-Type");
-        char boundary[40];
-        snprintf(boundary, sizeof boundary, "trellis-%016llx",
-                 static_cast<unsigned long long>(st.st_ino * 0x9E3779B97F4A7C15ULL ^ size));
-        std::vector<std::string> part_heads;
-        uint64_t total = 0;
-        for (const ByteRange &part : ranges) {
-            char line[160];
-            snprintf(line, sizeof line, "Content-Range: bytes %llu-%llu/%llu\r\n\r\n",
-                     static_cast<unsigned long long>(part.first), static_cast<unsigned long long>(part.last),
-                     static_cast<unsigned long long>(size));
-            std::string head = std::string("\r\n--") + boundary + "\r\n";
-            if (!type.empty())
-                head += "Content-Type: " + type + "\r\n";
-            head += line;
-            total += head.size() + part.length();
-            part_heads.push_back(std::move(head));
-        }
-        std::string tail = std::string("\r\n--") + boundary + "--\r\n";
-        total += tail.size();
-        r.response_headers.append("Content-Type: multipart/byteranges; boundary=")
-            .append(boundary)
-            .append("\r\n");
-        status = 206;
-        write_head(status, total, true);
-        if (!r.is_head) {
-            for (size_t i = 0; ok && i < ranges.size(); ++i) {
-                append_body(part_heads[i]);
-                ok = queue_file_bytes(file.fd, ranges[i].first, ranges[i].length());
-            }
-            if (ok)
-                append_body(tail);
-        }
-        body_bytes = total;
+        ok = s.ranges.size() == 1 ? queue_single_range(file.fd, s.ranges[0], size, body_bytes)
+                                  : queue_multipart_ranges(file.fd, st, body_bytes);
     } else {
         write_head(status, size, true);
         if (!r.is_head && size > 0)
             ok = queue_file_bytes(file.fd, 0, size);
-        body_bytes = size;
     }
     release_fd();
     if (!ok) {
         // A read error before anything of this answer left: take it back and answer 500.
-        for (size_t i = segments_mark; i < s.segments.size(); ++i)
-            if (s.segments[i].fd >= 0) {
-                ::close(s.segments[i].fd);
-                --s.open_files;
-            }
-        s.segments.resize(segments_mark);
-        if (!s.segments.empty() && s.segments.back().fd < 0 && s.segments.back().end > out_mark)
-            s.segments.back().end = out_mark;
-        s.out.resize(out_mark);
+        s.output.rollback(before_answer);
         worker_.stats.responses_by_class[status / 100 % 6].sub();
         respond_error(500);
         return false;
@@ -1923,40 +1762,115 @@ bool Connection::respond_file(const FileResponse &file) {
     return true;
 }
 
+bool Connection::answered_by_file_validators(const struct stat &st, uint32_t max_ranges,
+                                             RangeOutcome &outcome) {
+    trellis_request &r = session_->request;
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    FileEtag tag = file_etag(static_cast<uint64_t>(st.st_ino), size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    std::string_view etag = tag.view();
+    char last_modified[kHttpDateLength + 1] = {};
+    format_http_date(st.st_mtim.tv_sec, last_modified);
+    r.response_headers.append("Last-Modified: ").append(last_modified, kHttpDateLength).append("\r\n");
+    r.response_headers.append("ETag: ").append(etag).append("\r\nAccept-Ranges: bytes\r\n");
+    RequestConditions conditions;
+    conditions.get_or_head = r.llhttp_method == HTTP_GET || r.llhttp_method == HTTP_HEAD;
+    conditions.has_if_match = r.header("if-match", conditions.if_match);
+    conditions.has_if_unmodified_since = r.header("if-unmodified-since", conditions.if_unmodified_since);
+    conditions.has_if_none_match = r.header("if-none-match", conditions.if_none_match);
+    conditions.has_if_modified_since = r.header("if-modified-since", conditions.if_modified_since);
+    switch (evaluate_preconditions(conditions, etag, st.st_mtim.tv_sec)) {
+    case Precondition::NotModified:
+        respond(304, {});
+        return true;
+    case Precondition::Failed:
+        respond_error(412);
+        return true;
+    case Precondition::Proceed:
+        break;
+    }
+    std::string_view range, if_range;
+    if (r.llhttp_method == HTTP_GET && r.header("range", range) &&
+        (!r.header("if-range", if_range) || if_range_matches(if_range, etag, st.st_mtim.tv_sec)))
+        outcome = parse_ranges(range, size, max_ranges, session_->ranges);
+    return false;
+}
+
+void Connection::respond_range_not_satisfiable(uint64_t size) {
+    trellis_request &r = session_->request;
+    char content_range[48];
+    snprintf(content_range, sizeof content_range, "bytes */%llu", static_cast<unsigned long long>(size));
+    // The body is a short text now: drop the file's type and coding, keep the rest (Vary,
+    // Cache-Control, ...).
+    take_header(r.response_headers, "Content-Type");
+    take_header(r.response_headers, "Content-Encoding");
+    r.response_headers.append("Content-Type: text/plain; charset=utf-8\r\nContent-Range: ");
+    r.response_headers.append(content_range).append("\r\n");
+    respond(416, "416 Range Not Satisfiable\n");
+}
+
+bool Connection::queue_single_range(int fd, const ByteRange &range, uint64_t size, uint64_t &body_bytes) {
+    trellis_request &r = session_->request;
+    char content_range[96];
+    snprintf(content_range, sizeof content_range, "Content-Range: bytes %llu-%llu/%llu\r\n",
+             static_cast<unsigned long long>(range.first), static_cast<unsigned long long>(range.last),
+             static_cast<unsigned long long>(size));
+    r.response_headers.append(content_range);
+    write_head(206, range.length(), true);
+    body_bytes = range.length();
+    return r.is_head || queue_file_bytes(fd, range.first, range.length());
+}
+
+bool Connection::queue_multipart_ranges(int fd, const struct stat &st, uint64_t &body_bytes) {
+    // multipart/byteranges (RFC 9110 section 14.6): each part names its range and the type.
+    trellis_request &r = session_->request;
+    const std::vector<ByteRange> &ranges = session_->ranges;
+    const uint64_t size = static_cast<uint64_t>(st.st_size);
+    std::string type = take_header(r.response_headers, "Content-Type");
+    char boundary[40];
+    snprintf(boundary, sizeof boundary, "trellis-%016llx",
+             static_cast<unsigned long long>(st.st_ino * 0x9E3779B97F4A7C15ULL ^ size));
+    std::vector<std::string> part_heads;
+    uint64_t total = 0;
+    for (const ByteRange &part : ranges) {
+        char line[160];
+        snprintf(line, sizeof line, "Content-Range: bytes %llu-%llu/%llu\r\n\r\n",
+                 static_cast<unsigned long long>(part.first), static_cast<unsigned long long>(part.last),
+                 static_cast<unsigned long long>(size));
+        std::string head = std::string("\r\n--") + boundary + "\r\n";
+        if (!type.empty())
+            head += "Content-Type: " + type + "\r\n";
+        head += line;
+        total += head.size() + part.length();
+        part_heads.push_back(std::move(head));
+    }
+    std::string tail = std::string("\r\n--") + boundary + "--\r\n";
+    total += tail.size();
+    r.response_headers.append("Content-Type: multipart/byteranges; boundary=")
+        .append(boundary)
+        .append("\r\n");
+    write_head(206, total, true);
+    body_bytes = total;
+    if (r.is_head)
+        return true;
+    for (size_t i = 0; i < ranges.size(); ++i) {
+        append_body(part_heads[i]);
+        if (!queue_file_bytes(fd, ranges[i].first, ranges[i].length()))
+            return false;
+    }
+    append_body(tail);
+    return true;
+}
+
 bool Connection::queue_file_bytes(int fd, uint64_t offset, uint64_t length) {
     ActiveSession &s = *session_;
-    if (length <= kInlineFileBytes) {
-        // Read now, behind what is queued, so a batch of small answers still leaves in one write.
-        size_t start = s.out.size();
-        s.out.resize(start + length);
-        size_t done = 0;
-        while (done < length) {
-            ssize_t n =
-                pread(fd, s.out.data() + start + done, length - done, static_cast<off_t>(offset + done));
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                break;
-            done += static_cast<size_t>(n);
-        }
-        if (done != length) {
-            s.out.resize(start);
-            return false;
-        }
-        OutSegment &last = s.segments.back();
-        if (last.fd < 0 && last.end == start)
-            last.end = s.out.size();
-        else
-            s.segments.push_back({start, s.out.size(), -1});
-        return true;
-    }
+    if (length <= kInlineFileBytes)
+        return s.output.append_file_contents(fd, offset, length);
     // Large: sent later with send_file, from a descriptor of its own (the caller's may be a
     // cached one, or shared by several ranges).
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return false;
-    s.segments.push_back({offset, offset + length, own});
-    ++s.open_files;
+    s.output.append_file(own, offset, length);
     return true;
 }
 
@@ -1999,62 +1913,21 @@ size_t Connection::peer_text(const sockaddr_in6 &peer, char *buf, size_t len) {
 // Output: every response of a batch goes out in one write; files in between go by send_file.
 
 void Connection::flush() {
-    ActiveSession &s = *session_;
-    constexpr int kMaxIov = 64;
-    while (s.segment_index < s.segments.size()) {
-        OutSegment &segment = s.segments[s.segment_index];
-        ssize_t n;
-        if (segment.fd >= 0) {
-            n = transport_->send_file(segment.fd, static_cast<int64_t>(segment.begin),
-                                      segment.end - segment.begin);
-        } else {
-            struct iovec iov[kMaxIov];
-            int count = 0;
-            for (size_t i = s.segment_index; i < s.segments.size() && count < kMaxIov; ++i) {
-                if (s.segments[i].fd >= 0)
-                    break;
-                iov[count].iov_base = s.out.data() + s.segments[i].begin;
-                iov[count].iov_len = s.segments[i].end - s.segments[i].begin;
-                ++count;
-            }
-            n = transport_->write(iov, count);
-        }
-        if (n == -EAGAIN) {
-            write_blocked_ = true;
-            transport_->want_writable(true);
-            update_timeout();
-            return;
-        }
-        if (n == 0 && segment.fd >= 0)
-            n = -EIO; // the file shrank under us: the promised Content-Length cannot be kept
-        if (n < 0) {
-            SERVER_LOG_DEBUG("write failed: %s", strerror(static_cast<int>(-n)));
-            close_now();
-            return;
-        }
-        // Advance over what was taken; a send_file result only ever covers the current segment.
-        size_t taken = static_cast<size_t>(n);
-        worker_.stats.bytes_out.add(taken);
-        while (s.segment_index < s.segments.size()) {
-            OutSegment &current = s.segments[s.segment_index];
-            size_t left = current.end - current.begin;
-            if (taken < left) {
-                current.begin += taken;
-                break;
-            }
-            taken -= left;
-            current.begin = current.end;
-            if (current.fd >= 0) {
-                ::close(current.fd);
-                current.fd = -1;
-                --s.open_files;
-            }
-            ++s.segment_index;
-        }
+    uint64_t written = 0;
+    int error = 0;
+    OutputQueue::Flush result = session_->output.write_to(*transport_, written, error);
+    worker_.stats.bytes_out.add(written);
+    if (result == OutputQueue::Flush::Blocked) {
+        write_blocked_ = true;
+        transport_->want_writable(true);
+        update_timeout();
+        return;
     }
-    s.segments.clear();
-    s.segment_index = 0;
-    s.out.clear();
+    if (result == OutputQueue::Flush::Failed) {
+        SERVER_LOG_DEBUG("write failed: %s", strerror(error));
+        close_now();
+        return;
+    }
     if (write_blocked_) {
         write_blocked_ = false;
         transport_->want_writable(false);

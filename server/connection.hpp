@@ -12,6 +12,7 @@
 
 #include "http/file_response.hpp"
 #include "http/request.hpp"
+#include "output_queue.hpp"
 #include "timeouts.hpp"
 #include "transport/transport.hpp"
 #include "worker_context.hpp"
@@ -27,13 +28,6 @@
 #include <vector>
 
 namespace trellis {
-
-// A piece of the output queue: bytes [begin, end) of the output buffer, or of file `fd`.
-struct OutSegment {
-    uint64_t begin;
-    uint64_t end;
-    int fd; // -1 for the output buffer
-};
 
 // What a plugin hands over to answer with a file.
 struct FileResponse {
@@ -91,17 +85,14 @@ struct ActiveSession {
     ActiveSession(size_t read_buffer_size, WorkerContext *worker);
     ~ActiveSession();
     llhttp_t parser;
-    Request request;
+    trellis_request request; // the ABI handle plugins are given
     std::unique_ptr<char[]> read_buffer;
     size_t read_capacity;
-    size_t read_end = 0;      // bytes in read_buffer
-    size_t parse_pos = 0;     // bytes given to llhttp
-    size_t request_start = 0; // where the current request's head begins
-    size_t head_end = 0;      // where its body begins, once the head is complete
-    std::string out;          // serialised responses waiting to be written
-    std::vector<OutSegment> segments;
-    size_t segment_index = 0;      // first segment not fully written
-    size_t open_files = 0;         // file segments still holding a descriptor
+    size_t read_end = 0;           // bytes in read_buffer
+    size_t parse_pos = 0;          // bytes given to llhttp
+    size_t request_start = 0;      // where the current request's head begins
+    size_t head_end = 0;           // where its body begins, once the head is complete
+    OutputQueue output;            // serialised responses (and files) waiting to be written
     std::vector<ByteRange> ranges; // scratch for respond_file
     // Parser bookkeeping for the request being read.
     bool in_message = false;
@@ -254,6 +245,12 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void write_head(int status, uint64_t content_length, bool with_length);
     void append_body(std::string_view body);
     bool queue_file_bytes(int fd, uint64_t offset, uint64_t length);
+    // respond_file's steps. Validators and conditionals of a 200 answer (true when that answered
+    // the request: 304, 412), and the ranges asked for; then the 416, one range, or several.
+    bool answered_by_file_validators(const struct stat &st, uint32_t max_ranges, RangeOutcome &outcome);
+    void respond_range_not_satisfiable(uint64_t size);
+    bool queue_single_range(int fd, const ByteRange &range, uint64_t size, uint64_t &body_bytes);
+    bool queue_multipart_ranges(int fd, const struct stat &st, uint64_t &body_bytes);
     static std::string take_header(std::string &headers, std::string_view name);
     void log_access(ActiveSession &s, int status, uint64_t body_bytes);
     static void run_on_pool(void *session) noexcept;

@@ -123,10 +123,10 @@ void check_log_files(const Config &config) {
             throw StartupError(config.source_path + ": /" + key + ": " + key + " " + path +
                                ": cannot open: " + reason);
     };
-    if (config.access_log != "-" && config.access_log != "off")
-        check(config.access_log, "access_log");
-    if (config.error_log != "-")
-        check(config.error_log, "error_log");
+    if (config.access_log.target == AccessLogConfig::Target::File)
+        check(config.access_log.path, "access_log");
+    if (!config.error_log.to_stderr())
+        check(config.error_log.path, "error_log");
 }
 
 } // namespace
@@ -154,13 +154,11 @@ Server::~Server() {
 }
 
 void Server::start() {
-    LogLevel level = LogLevel::Info;
-    parse_log_level(config_.log_level, level);
-    set_log_level(level);
+    set_log_level(config_.log_level);
     check_log_files(config_);
-    if (config_.error_log != "-") {
+    if (!config_.error_log.to_stderr()) {
         std::string error;
-        if (!open_error_log(config_.error_log, error))
+        if (!open_error_log(config_.error_log.path, error))
             throw StartupError(error);
     }
     raise_fd_limit(config_.limits.max_connections, true);
@@ -169,9 +167,11 @@ void Server::start() {
     generation_ = build_generation(config_, nullptr, metrics_.get(), 1);
     thread_pool_ = std::make_unique<ThreadPool>(config_.thread_pool.threads, config_.thread_pool.queue);
     metrics_->set_pool(thread_pool_->stats());
-    if (config_.access_log != "off") {
+    if (config_.access_log.target == AccessLogConfig::Target::Stdout) {
+        access_log_ = std::make_unique<AccessLog>(STDOUT_FILENO, config_.access_log.format);
+    } else if (config_.access_log.target == AccessLogConfig::Target::File) {
         try {
-            access_log_ = std::make_unique<AccessLog>(config_.access_log, config_.access_log_format);
+            access_log_ = std::make_unique<AccessLog>(config_.access_log.path, config_.access_log.format);
         } catch (const std::exception &e) {
             throw StartupError(e.what());
         }
@@ -233,9 +233,7 @@ void Server::reload() {
         generation_ = generation;
         for (auto &worker : workers_)
             worker->adopt(generation_);
-        LogLevel level = LogLevel::Info;
-        if (parse_log_level(next.log_level, level))
-            set_log_level(level);
+        set_log_level(next.log_level);
         config_.plugin_dir = next.plugin_dir;
         config_.plugins = next.plugins;
         config_.routes = next.routes;
@@ -267,11 +265,11 @@ void Server::reload() {
 
 void Server::reopen_logs() {
     bool any = false;
-    if (config_.error_log != "-") {
+    if (!config_.error_log.to_stderr()) {
         any = true;
         std::string error;
         if (reopen_error_log(error))
-            SERVER_LOG_INFO("SIGUSR1: reopened error log %s", config_.error_log.c_str());
+            SERVER_LOG_INFO("SIGUSR1: reopened error log %s", config_.error_log.path.c_str());
         else
             SERVER_LOG_ERROR("SIGUSR1: cannot reopen error log: %s; still writing to the old file",
                              error.c_str());

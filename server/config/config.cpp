@@ -1,8 +1,6 @@
 #include "config/config.hpp"
 #include "config/install_dirs.hpp"
 
-#include "log/log.hpp"
-
 #include <arpa/inet.h>
 #include <cerrno>
 #include <cstring>
@@ -214,17 +212,19 @@ ListenConfig parse_listen(const Reader &r, const json &value, const std::string 
         const json &redirect = value["redirect_to_https"];
         std::string rptr = ptr + "/redirect_to_https";
         if (redirect.is_boolean()) {
-            listen.redirect_to_https = redirect.get<bool>() ? "same-host" : "";
+            listen.redirect_to_https.kind =
+                redirect.get<bool>() ? RedirectToHttps::Kind::SameHost : RedirectToHttps::Kind::Off;
         } else if (redirect.is_string()) {
-            listen.redirect_to_https = redirect.get<std::string>();
-            if (listen.redirect_to_https.rfind("https://", 0) != 0 || listen.redirect_to_https.size() <= 8 ||
-                listen.redirect_to_https.find_first_of("/?#", 8) != std::string::npos)
-                r.fail(rptr,
-                       "expected \"https://HOST[:PORT]\" or true, got \"" + listen.redirect_to_https + "\"");
+            std::string origin = redirect.get<std::string>();
+            if (origin.rfind("https://", 0) != 0 || origin.size() <= 8 ||
+                origin.find_first_of("/?#", 8) != std::string::npos)
+                r.fail(rptr, "expected \"https://HOST[:PORT]\" or true, got \"" + origin + "\"");
+            listen.redirect_to_https = {RedirectToHttps::Kind::Origin, origin};
         } else {
             r.fail(rptr, "expected \"https://HOST[:PORT]\" or true, got " + Reader::describe(redirect));
         }
-        if (listen.transport == TransportKind::Tls && !listen.redirect_to_https.empty())
+        if (listen.transport == TransportKind::Tls &&
+            listen.redirect_to_https.kind != RedirectToHttps::Kind::Off)
             r.fail(rptr, "a \"tls\" listener has no plain requests to redirect (use \"plain\" or \"auto\")");
     }
     if (top_tls)
@@ -336,9 +336,9 @@ void parse_access_log(const Reader &r, const json &value, Config &config) {
         if (value.contains("format")) {
             std::string format = r.string(value["format"], "/access_log/format");
             if (format == "combined")
-                config.access_log_format = AccessLogFormat::Combined;
+                config.access_log.format = AccessLogFormat::Combined;
             else if (format == "json")
-                config.access_log_format = AccessLogFormat::Json;
+                config.access_log.format = AccessLogFormat::Json;
             else
                 r.fail("/access_log/format", "expected \"combined\" or \"json\", got \"" + format + "\"");
         }
@@ -349,7 +349,13 @@ void parse_access_log(const Reader &r, const json &value, Config &config) {
     }
     if (path) {
         std::string log = r.nonempty_string(*path, path_ptr);
-        config.access_log = (log == "-" || log == "off") ? log : resolve_path(config.base_dir, log);
+        if (log == "-")
+            config.access_log.target = AccessLogConfig::Target::Stdout;
+        else if (log == "off")
+            config.access_log.target = AccessLogConfig::Target::Off;
+        else
+            config.access_log = {AccessLogConfig::Target::File, resolve_path(config.base_dir, log),
+                                 config.access_log.format};
     }
 }
 
@@ -467,14 +473,20 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         parse_access_log(r, root["access_log"], config);
     if (root.contains("error_log")) {
         std::string log = r.nonempty_string(root["error_log"], "/error_log");
-        config.error_log = log == "-" ? log : resolve_path(config.base_dir, log);
+        config.error_log.path = log == "-" ? "" : resolve_path(config.base_dir, log);
     }
     if (root.contains("log_level")) {
-        config.log_level = r.string(root["log_level"], "/log_level");
-        LogLevel level;
-        if (!parse_log_level(config.log_level, level))
-            r.fail("/log_level",
-                   "expected one of: debug, info, warn, error; got \"" + config.log_level + "\"");
+        std::string level = r.string(root["log_level"], "/log_level");
+        if (level == "debug")
+            config.log_level = LogLevel::Debug;
+        else if (level == "info")
+            config.log_level = LogLevel::Info;
+        else if (level == "warn")
+            config.log_level = LogLevel::Warn;
+        else if (level == "error")
+            config.log_level = LogLevel::Error;
+        else
+            r.fail("/log_level", "expected one of: debug, info, warn, error; got \"" + level + "\"");
     }
     return config;
 }
@@ -494,7 +506,7 @@ std::vector<std::string> restart_only_changes(const Config &running, const Confi
         keys.push_back("workers");
     if (running.thread_pool != next.thread_pool)
         keys.push_back("thread_pool");
-    if (running.access_log != next.access_log || running.access_log_format != next.access_log_format)
+    if (running.access_log != next.access_log)
         keys.push_back("access_log");
     if (running.error_log != next.error_log)
         keys.push_back("error_log");

@@ -11,6 +11,8 @@
 namespace trellis {
 
 enum class TransportKind { Plain, Tls, Auto };
+// The least severe error log line written ("log_level").
+enum class LogLevel { Debug = 0, Info = 1, Warn = 2, Error = 3 };
 // "access_log": {"format": ...}: the combined log format, or one JSON object per line.
 enum class AccessLogFormat { Combined, Json };
 // none: no certificate asked for. optional: served without one, refused with one that fails
@@ -38,12 +40,21 @@ struct TlsConfig {
     bool operator==(const TlsConfig &) const = default;
 };
 
+// "redirect_to_https": plain requests get 308 to https, on the request's own host (true) or at
+// a fixed origin ("https://host[:port]").
+struct RedirectToHttps {
+    enum class Kind { Off, SameHost, Origin };
+    Kind kind = Kind::Off;
+    std::string origin; // for Origin
+
+    bool operator==(const RedirectToHttps &) const = default;
+};
+
 struct ListenConfig {
     std::string address = "0.0.0.0";
     uint16_t port = 8080;
     TransportKind transport = TransportKind::Plain;
-    // 308 to https for plain requests: empty = off, "https://host:port", or "same-host" for true.
-    std::string redirect_to_https;
+    RedirectToHttps redirect_to_https;
     TlsConfig tls; // effective settings, used when transport is tls or auto
 
     bool operator==(const ListenConfig &) const = default;
@@ -95,6 +106,24 @@ struct RouteConfig {
     bool operator==(const RouteConfig &) const = default;
 };
 
+// "access_log": standard output, off, or a file, in one of two formats.
+struct AccessLogConfig {
+    enum class Target { Stdout, Off, File };
+    Target target = Target::Stdout;
+    std::string path; // resolved, for File
+    AccessLogFormat format = AccessLogFormat::Combined;
+
+    bool operator==(const AccessLogConfig &) const = default;
+};
+
+// "error_log": standard error, or a file.
+struct ErrorLogConfig {
+    std::string path; // resolved; empty: standard error
+    bool to_stderr() const { return path.empty(); }
+
+    bool operator==(const ErrorLogConfig &) const = default;
+};
+
 struct Config {
     std::string source_path; // the file this came from
     std::string base_dir;    // its directory: relative paths resolve against it
@@ -105,11 +134,10 @@ struct Config {
     ThreadPoolConfig thread_pool;
     std::vector<PluginConfig> plugins;
     std::vector<RouteConfig> routes;
-    std::string access_log = "-"; // "-" stdout, "off", or a resolved file path
-    AccessLogFormat access_log_format = AccessLogFormat::Combined;
-    std::string error_log = "-"; // "-" stderr, or a resolved file path
-    bool has_tls = false;        // a top-level "tls" object was given
-    std::string log_level = "info";
+    AccessLogConfig access_log;
+    ErrorLogConfig error_log;
+    bool has_tls = false; // a top-level "tls" object was given
+    LogLevel log_level = LogLevel::Info;
 };
 
 // Parses and validates; throws ConfigError.

@@ -63,7 +63,8 @@ struct trellis_request {
 };
 
 namespace trellis {
-using Request = ::trellis_request;
+// (The plugin SDK's trellis::Request, in <trellis/plugin.hpp>, is the plugin-side wrapper of this
+// handle; the server names it by its ABI name only.)
 
 // Case-insensitive ASCII comparison for header names and tokens.
 bool iequals(std::string_view a, std::string_view b);

@@ -129,17 +129,13 @@ void append_json_string(std::string &out, std::string_view text) {
 // ---------------------------------------------------------------------------------------------
 // AccessLog: the sink and its writer thread
 
-AccessLog::AccessLog(const std::string &target, AccessLogFormat format, size_t max_queued_bytes)
+AccessLog::AccessLog(const std::string &path, AccessLogFormat format, size_t max_queued_bytes)
     : format_(format) {
-    if (target == "-") {
-        fd_ = STDOUT_FILENO;
-    } else {
-        fd_ = open(target.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd_ < 0)
-            throw std::runtime_error("access_log " + target + ": cannot open: " + strerror(errno));
-        owns_fd_ = true;
-        path_ = target;
-    }
+    fd_ = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd_ < 0)
+        throw std::runtime_error("access_log " + path + ": cannot open: " + strerror(errno));
+    owns_fd_ = true;
+    path_ = path;
     start(max_queued_bytes);
 }
 

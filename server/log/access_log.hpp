@@ -27,8 +27,9 @@ class AccessLog {
   public:
     static constexpr size_t kDefaultMaxQueuedBytes = 16 * 1024 * 1024;
 
-    // Throws std::runtime_error when the file cannot be opened.
-    AccessLog(const std::string &target, AccessLogFormat format,
+    // Appends to the file at `path`, created 0644; throws std::runtime_error when it cannot be
+    // opened.
+    AccessLog(const std::string &path, AccessLogFormat format,
               size_t max_queued_bytes = kDefaultMaxQueuedBytes);
     // Writes to `fd`, which stays open (tests: a pipe). reopen() does nothing.
     AccessLog(int fd, AccessLogFormat format, size_t max_queued_bytes = kDefaultMaxQueuedBytes);

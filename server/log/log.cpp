@@ -46,16 +46,6 @@ LogLevel log_level() {
     return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed));
 }
 
-bool parse_log_level(std::string_view text, LogLevel &out) {
-    for (auto level : {LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error}) {
-        if (text == level_name(level)) {
-            out = level;
-            return true;
-        }
-    }
-    return false;
-}
-
 namespace {
 
 // "2026-11-25T17:26:45Z [info] message\n" into `line`; returns its length.

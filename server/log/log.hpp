@@ -10,6 +10,8 @@
 // operator does) are not limited.
 #pragma once
 
+#include "config/config.hpp" // LogLevel
+
 #include <cstdarg>
 #include <cstdint>
 #include <mutex>
@@ -18,11 +20,8 @@
 
 namespace trellis {
 
-enum class LogLevel { Debug = 0, Info = 1, Warn = 2, Error = 3 };
-
 void set_log_level(LogLevel level);
 LogLevel log_level();
-bool parse_log_level(std::string_view text, LogLevel &out);
 
 void log_message(LogLevel level, std::string_view message);
 void log_format(LogLevel level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

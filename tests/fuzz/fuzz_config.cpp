@@ -36,7 +36,8 @@ void check(const trellis::Config &config) {
             fail("empty listen address");
         if (listen.transport != trellis::TransportKind::Plain && listen.tls.certificates.empty())
             fail("a tls/auto listener without certificates");
-        if (listen.transport == trellis::TransportKind::Tls && !listen.redirect_to_https.empty())
+        if (listen.transport == trellis::TransportKind::Tls &&
+            listen.redirect_to_https.kind != trellis::RedirectToHttps::Kind::Off)
             fail("a tls listener that redirects to https");
         if (listen.tls.client_auth != trellis::ClientAuth::None &&
             listen.transport != trellis::TransportKind::Plain && listen.tls.client_ca.empty())
@@ -73,10 +74,11 @@ void check(const trellis::Config &config) {
         if (!names.count(route.plugin))
             fail("route to a plugin that does not exist");
     }
-    if (config.access_log.empty() || config.error_log.empty())
-        fail("empty access_log or error_log");
-    if (config.log_level != "debug" && config.log_level != "info" && config.log_level != "warn" &&
-        config.log_level != "error")
+    if (config.access_log.target == trellis::AccessLogConfig::Target::File && config.access_log.path.empty())
+        fail("an access_log file without a path");
+    if (config.access_log.target != trellis::AccessLogConfig::Target::File && !config.access_log.path.empty())
+        fail("an access_log path for standard output or off");
+    if (static_cast<int>(config.log_level) < 0 || static_cast<int>(config.log_level) > 3)
         fail("unknown log_level accepted");
 }
 

@@ -302,7 +302,7 @@ struct Plugins {
         if (!trellis::open_error_log("/dev/null", error))
             fail("cannot send the error log to /dev/null", error);
         trellis::set_log_level(trellis::LogLevel::Debug);
-        redirect_same_host.redirect_to_https = "same-host";
+        redirect_same_host.redirect_to_https.kind = trellis::RedirectToHttps::Kind::SameHost;
         redirect_fixed.redirect_to_https = "https://example.com:8443";
     }
 };

@@ -58,8 +58,8 @@ TEST_CASE("config: a minimal file gets the defaults") {
     CHECK(c.limits.keepalive_timeout_ms == 60000u);
     CHECK(c.plugins.empty());
     CHECK(c.routes.empty());
-    CHECK(c.access_log == "-");
-    CHECK(c.log_level == "info");
+    CHECK(c.access_log.target == trellis::AccessLogConfig::Target::Stdout);
+    CHECK(c.log_level == trellis::LogLevel::Info);
 }
 
 TEST_CASE("config: a full file") {
@@ -93,8 +93,9 @@ TEST_CASE("config: a full file") {
         CHECK(c.limits.max_body_bytes == 0u);
         CHECK(c.limits.shutdown_timeout_ms == 0u);
         CHECK(c.limits.body_timeout_ms == 30000u); // untouched keys keep defaults
-        CHECK(c.access_log == "/srv/site/logs/access.log");
-        CHECK(c.log_level == "debug");
+        CHECK(c.access_log.target == trellis::AccessLogConfig::Target::File);
+        CHECK(c.access_log.path == "/srv/site/logs/access.log");
+        CHECK(c.log_level == trellis::LogLevel::Debug);
     }
     SUBCASE("plugin paths: bare name, relative file, absolute file") {
         REQUIRE(c.plugins.size() == 3);
@@ -121,9 +122,11 @@ TEST_CASE("config: base directory of the source path") {
               .plugin_dir == "./build/plugins");
     CHECK(parse_config(kMinimal, "/server.json").base_dir == "/");
     CHECK(parse_config(kMinimal, "conf/server.json").base_dir == "conf");
-    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "off"})", kFile).access_log == "off");
-    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "-"})", kFile).access_log == "-");
-    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "/var/log/a"})", kFile).access_log ==
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "off"})", kFile).access_log.target ==
+          trellis::AccessLogConfig::Target::Off);
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "-"})", kFile).access_log.target ==
+          trellis::AccessLogConfig::Target::Stdout);
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "access_log": "/var/log/a"})", kFile).access_log.path ==
           "/var/log/a");
 }
 
@@ -260,7 +263,8 @@ TEST_CASE("config: tls settings") {
         CHECK(config.listen[1].tls.hsts == "max-age=1");
         REQUIRE(config.listen[0].tls.certificates.size() == 1);
         CHECK(config.listen[0].tls.certificates[0].cert == "/etc/trellis/c.pem");
-        CHECK(config.listen[1].redirect_to_https == "same-host");
+        CHECK(config.listen[1].redirect_to_https.kind == trellis::RedirectToHttps::Kind::SameHost);
+        CHECK(config.listen[0].redirect_to_https.kind == trellis::RedirectToHttps::Kind::Off);
         CHECK(config.listen[0].transport == trellis::TransportKind::Tls);
         CHECK(config.listen[1].transport == trellis::TransportKind::Auto);
     }
@@ -325,9 +329,11 @@ TEST_CASE("config: plugins and routes") {
 }
 
 TEST_CASE("config: log_level") {
-    for (const char *level : {"debug", "info", "warn", "error"}) {
-        CAPTURE(level);
-        std::string text = std::string(R"({"listen": [{"port": 1}], "log_level": ")") + level + "\"}";
+    using trellis::LogLevel;
+    for (auto [name, level] : {std::pair{"debug", LogLevel::Debug}, std::pair{"info", LogLevel::Info},
+                               std::pair{"warn", LogLevel::Warn}, std::pair{"error", LogLevel::Error}}) {
+        CAPTURE(name);
+        std::string text = std::string(R"({"listen": [{"port": 1}], "log_level": ")") + name + "\"}";
         CHECK(parse_config(text, kFile).log_level == level);
     }
     check_error(R"({"listen": [{"port": 1}], "log_level": "verbose"})", "/log_level",
@@ -524,26 +530,27 @@ TEST_CASE("config: access_log and error_log") {
     };
     SUBCASE("defaults: combined on stdout, errors on stderr") {
         Config c = parse_config(kMinimal, kFile);
-        CHECK(c.access_log == "-");
-        CHECK(c.access_log_format == trellis::AccessLogFormat::Combined);
-        CHECK(c.error_log == "-");
+        CHECK(c.access_log.target == trellis::AccessLogConfig::Target::Stdout);
+        CHECK(c.access_log.format == trellis::AccessLogFormat::Combined);
+        CHECK(c.error_log.to_stderr());
     }
     SUBCASE("the object form") {
         Config c = parse(R"("access_log": {"path": "logs/a.json", "format": "json"})");
-        CHECK(c.access_log == "/srv/site/logs/a.json");
-        CHECK(c.access_log_format == trellis::AccessLogFormat::Json);
+        CHECK(c.access_log.path == "/srv/site/logs/a.json");
+        CHECK(c.access_log.format == trellis::AccessLogFormat::Json);
         c = parse(R"("access_log": {"path": "-"})");
-        CHECK(c.access_log == "-");
-        CHECK(c.access_log_format == trellis::AccessLogFormat::Combined);
+        CHECK(c.access_log.target == trellis::AccessLogConfig::Target::Stdout);
+        CHECK(c.access_log.format == trellis::AccessLogFormat::Combined);
         c = parse(R"("access_log": {"format": "json"})");
-        CHECK(c.access_log == "-");
-        CHECK(c.access_log_format == trellis::AccessLogFormat::Json);
-        CHECK(parse(R"("access_log": {"path": "off", "format": "combined"})").access_log == "off");
+        CHECK(c.access_log.target == trellis::AccessLogConfig::Target::Stdout);
+        CHECK(c.access_log.format == trellis::AccessLogFormat::Json);
+        CHECK(parse(R"("access_log": {"path": "off", "format": "combined"})").access_log.target ==
+              trellis::AccessLogConfig::Target::Off);
     }
     SUBCASE("error_log") {
-        CHECK(parse(R"("error_log": "-")").error_log == "-");
-        CHECK(parse(R"("error_log": "logs/error.log")").error_log == "/srv/site/logs/error.log");
-        CHECK(parse(R"("error_log": "/var/log/e")").error_log == "/var/log/e");
+        CHECK(parse(R"("error_log": "-")").error_log.to_stderr());
+        CHECK(parse(R"("error_log": "logs/error.log")").error_log.path == "/srv/site/logs/error.log");
+        CHECK(parse(R"("error_log": "/var/log/e")").error_log.path == "/var/log/e");
     }
     SUBCASE("refused, naming the pointer") {
         check_error(R"({"listen": [{"port": 1}], "access_log": {"format": "xml"}})", "/access_log/format",

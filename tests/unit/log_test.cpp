@@ -278,7 +278,7 @@ TEST_CASE("access log: reopen after a rename writes to a new file at the path") 
     wait_for_content(path);
     CHECK(read_file(path) == "after\n");
     CHECK(read_file(rotated) == "before\n");
-    CHECK_FALSE(AccessLog("-", AccessLogFormat::Combined).reopen()); // stdout: nothing to reopen
+    CHECK_FALSE(AccessLog(STDOUT_FILENO, AccessLogFormat::Combined).reopen()); // stdout: nothing to reopen
 }
 
 TEST_CASE("error log: the rate limiter") {
