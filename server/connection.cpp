@@ -5,6 +5,7 @@
 #include "http/http_date.hpp"
 #include "http/path.hpp"
 #include "http/status_text.hpp"
+#include "http1/request_checks.hpp"
 #include "http1/response_writer.hpp"
 #include "log/log.hpp"
 #include "mailbox.hpp"
@@ -43,78 +44,6 @@ Connection *from_parser(llhttp_t *p) {
     return static_cast<Connection *>(p->data);
 }
 
-bool is_tchar(unsigned char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
-
-// Host header syntax (RFC 9110 section 7.2 / RFC 3986 authority without userinfo).
-bool valid_host(std::string_view host) {
-    for (unsigned char c : host) {
-        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  strchr("-._~!$&'()*+,;=:[]%", c) != nullptr;
-        if (!ok || c == '\0')
-            return false;
-    }
-    return true;
-}
-
-// "Example.COM:8080" -> "example.com"; "[::1]:80" -> "[::1]". False when the port is not digits.
-bool normalize_host(std::string_view raw, std::string &out) {
-    out.clear();
-    if (!valid_host(raw))
-        return false;
-    std::string_view name = raw;
-    if (!raw.empty() && raw[0] == '[') {
-        size_t close = raw.find(']');
-        if (close == std::string_view::npos)
-            return false;
-        name = raw.substr(0, close + 1);
-        std::string_view rest = raw.substr(close + 1);
-        if (!rest.empty() && rest[0] != ':')
-            return false;
-    } else if (size_t colon = raw.find(':'); colon != std::string_view::npos) {
-        name = raw.substr(0, colon);
-    }
-    std::string_view port = raw.substr(name.size());
-    if (!port.empty()) {
-        port.remove_prefix(1);
-        for (char c : port)
-            if (c < '0' || c > '9')
-                return false;
-    }
-    out.reserve(name.size());
-    for (char c : name)
-        out += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-    return true;
-}
-
-// Validates a Transfer-Encoding list (RFC 9112 section 6.1): 0 when it ends in a single
-// "chunked", 501 for a coding we do not implement, 400 when chunked is not last or repeated.
-int check_transfer_encoding(std::string_view list) {
-    int chunked_seen = 0;
-    bool last_is_chunked = false, unknown = false;
-    while (true) {
-        size_t comma = list.find(',');
-        std::string_view item = list.substr(0, comma);
-        while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
-            item.remove_prefix(1);
-        while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
-            item.remove_suffix(1);
-        if (!item.empty()) {
-            last_is_chunked = iequals(item, "chunked");
-            chunked_seen += last_is_chunked ? 1 : 0;
-            unknown = unknown || !last_is_chunked;
-        }
-        if (comma == std::string_view::npos)
-            break;
-        list.remove_prefix(comma + 1);
-    }
-    if (!last_is_chunked || chunked_seen != 1)
-        return 400;
-    return unknown ? 501 : 0;
-}
-
 } // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -151,8 +80,7 @@ void ActiveSession::reset_for_reuse() {
     output.clear();
     read_end = parse_pos = request_start = head_end = 0;
     in_message = in_body = in_header_field = in_header_value = false;
-    host_count = 0;
-    expect_continue = false;
+    head_facts = {};
     error_status = 0;
     request.reset();
     request.connection = nullptr;
@@ -527,7 +455,10 @@ bool Connection::parse_step() {
     llhttp_errno_t err = llhttp_execute(&s.parser, base + s.parse_pos, s.read_end - s.parse_pos);
     if (err == HPE_OK) {
         s.parse_pos = s.read_end;
-        if (s.in_message && !s.in_body && is_http09_request_line()) {
+        size_t after_target = s.request.target.offset + s.request.target.length;
+        if (s.in_message && !s.in_body && s.request.target.length &&
+            http1::is_http09_request_line(s.request,
+                                          std::string_view(base + after_target, s.read_end - after_target))) {
             s.error_status = 505;
             err = HPE_USER;
         } else if (s.in_message && !s.in_body && s.read_end - s.request_start > max_head_bytes()) {
@@ -562,7 +493,10 @@ bool Connection::parse_step() {
         after_message();
         return !closed_ && session_;
     }
-    int status = s.error_status ? s.error_status : status_for_parse_error(err);
+    int status = s.error_status
+                     ? s.error_status
+                     : http1::status_for_parse_error(
+                           err, std::string_view(base + s.request_start, s.read_end - s.request_start));
     SERVER_LOG_DEBUG("bad request (%d): %s %s", status, llhttp_errno_name(err),
                      llhttp_get_error_reason(&s.parser) ? llhttp_get_error_reason(&s.parser) : "");
     if (s.hold != Hold::None) {
@@ -576,50 +510,6 @@ bool Connection::parse_step() {
     s.in_message = false;
     respond_error(status);
     return false;
-}
-
-bool Connection::is_http09_request_line() const {
-    // "GET /\r\n" is a whole HTTP/0.9 request, but llhttp decides only on the byte after the
-    // CRLF, which an HTTP/0.9 client never sends: recognise it here instead of at the header
-    // timeout.
-    const ActiveSession &s = *session_;
-    const trellis_request &r = s.request;
-    if (r.header_count != 0 || r.target.length == 0)
-        return false;
-    size_t after = r.target.offset + r.target.length;
-    std::string_view tail(s.read_buffer.get() + after, s.read_end - after);
-    return tail == "\r\n" || tail == "\n";
-}
-
-int Connection::status_for_parse_error(llhttp_errno_t err) const {
-    const ActiveSession &s = *session_;
-    std::string_view rest(s.read_buffer.get() + s.request_start, s.read_end - s.request_start);
-    switch (err) {
-    case HPE_INVALID_METHOD: {
-        // A well-formed token llhttp does not know is a method we do not implement (RFC 9110
-        // section 9.1); anything else is garbage.
-        size_t space = rest.find(' ');
-        if (space == std::string_view::npos || space == 0)
-            return 400;
-        for (size_t i = 0; i < space; ++i)
-            if (!is_tchar(static_cast<unsigned char>(rest[i])))
-                return 400;
-        return 501;
-    }
-    case HPE_INVALID_VERSION: {
-        size_t http = rest.find(" HTTP/");
-        size_t eol = rest.find('\r');
-        if (http != std::string_view::npos && (eol == std::string_view::npos || http < eol))
-            return 505;
-        return 400;
-    }
-    case HPE_INVALID_TRANSFER_ENCODING:
-        return 400;
-    case HPE_PAUSED_H2_UPGRADE:
-        return 505; // the HTTP/2 connection preface: this server speaks HTTP/1.1 only
-    default:
-        return 400;
-    }
 }
 
 void Connection::compact_read_buffer() {
@@ -700,8 +590,7 @@ int Connection::on_message_begin(llhttp_t *p) noexcept {
     s.request.connection = c;
     s.in_message = true;
     s.in_body = s.in_header_field = s.in_header_value = false;
-    s.host_count = 0;
-    s.expect_continue = false;
+    s.head_facts = {};
     s.error_status = 0;
     s.request_start = s.parse_pos; // refined by on_method, which sees the first byte
     s.route_index = -1;
@@ -800,34 +689,12 @@ int Connection::on_header_value_complete(llhttp_t *p) noexcept {
     s.in_header_value = false;
     if (s.in_body)
         return 0;
-    int status = c->check_header(s.request.headers[s.request.header_count - 1]);
+    const HeaderSpan &header = s.request.headers[s.request.header_count - 1];
+    int status =
+        http1::check_header_field(s.request.str(header.name), s.request.str(header.value), s.head_facts);
     if (status) {
         s.error_status = status;
         return -1;
-    }
-    return 0;
-}
-
-int Connection::check_header(const HeaderSpan &header) {
-    ActiveSession &s = *session_;
-    std::string_view name = s.request.str(header.name);
-    std::string_view value = s.request.str(header.value);
-    if (name.empty())
-        return 400;
-    // obs-fold (CVE-2024-27982) and stray CR/LF or NUL inside a value: llhttp 8.1 lets them
-    // through; RFC 9112 section 5.2 allows rejecting them, and we do.
-    for (char ch : value)
-        if (ch == '\r' || ch == '\n' || ch == '\0')
-            return 400;
-    for (char ch : name)
-        if (!is_tchar(static_cast<unsigned char>(ch)))
-            return 400;
-    if (iequals(name, "host"))
-        ++s.host_count;
-    else if (iequals(name, "expect")) {
-        if (!iequals(value, "100-continue"))
-            return 417;
-        s.expect_continue = true;
     }
     return 0;
 }
@@ -867,89 +734,14 @@ int Connection::headers_complete() {
     s.head_end = std::max(span_end(r.method), span_end(r.target));
     for (size_t i = 0; i < r.header_count; ++i)
         s.head_end = std::max({s.head_end, span_end(r.headers[i].name), span_end(r.headers[i].value)});
-    if (p.http_major != 1)
-        return 505;
-    r.version = p.http_minor == 0 ? 10 : 11; // HTTP/1.2 and above are served as 1.1
-    r.llhttp_method = static_cast<uint8_t>(p.method);
-    r.is_head = p.method == HTTP_HEAD;
-    if (p.method == HTTP_CONNECT)
-        return 405; // never a tunnel
-    // No plugin can take the connection over, so Upgrade is ignored (RFC 9110 section 7.8 allows
-    // it) and the request is an ordinary one; llhttp would otherwise stop parsing after it.
-    p.upgrade = 0;
-    if (s.host_count > 1 || (r.version == 11 && s.host_count == 0))
-        return 400;
-    std::string_view value;
-    if (r.header("transfer-encoding", value)) {
-        if (r.version == 10)
-            return 400; // RFC 9112 section 6.1: TE in 1.0 means the framing cannot be trusted
-        std::string joined;
-        for (size_t i = 0; i < r.header_count; ++i)
-            if (iequals(r.str(r.headers[i].name), "transfer-encoding"))
-                joined.append(joined.empty() ? "" : ",").append(r.str(r.headers[i].value));
-        if (int status = check_transfer_encoding(joined))
-            return status;
-    }
-    if (int status = parse_target())
+    if (int status = http1::check_head(r, p, s.head_facts))
         return status;
-    // TRACE would echo cookies back to a script (CVE-2003-1567). Refused after parse_target so
-    // that respond_error finds the route and gives its resource's Allow.
-    if (p.method == HTTP_TRACE)
-        return 405;
     uint64_t max_body = worker_.limits().max_body_bytes;
     bool has_body = (p.flags & F_CHUNKED) || ((p.flags & F_CONTENT_LENGTH) && p.content_length > 0);
     if ((p.flags & F_CONTENT_LENGTH) && p.content_length > max_body)
         return 413; // before any 100 Continue: the client need not send the body at all
-    if (s.expect_continue && has_body && r.version == 11) {
+    if (s.head_facts.expect_continue && has_body && r.version == 11) {
         s.output.append(kContinue);
-    }
-    return 0;
-}
-
-int Connection::parse_target() {
-    ActiveSession &s = *session_;
-    trellis_request &r = s.request;
-    std::string_view target = r.str(r.target);
-    // A fragment is the client's own business and never part of a request target (RFC 9112
-    // section 3.2); llhttp passes "#" through in the URL.
-    if (target.find('#') != std::string_view::npos)
-        return 400;
-    std::string_view authority;
-    size_t path_start = 0;
-    if (target.size() >= 7 && (iequals(target.substr(0, 7), "http://") ||
-                               (target.size() >= 8 && iequals(target.substr(0, 8), "https://")))) {
-        // absolute-form (RFC 9112 section 3.2.2): the authority in the target wins over Host.
-        size_t scheme_end = target.find("://") + 3;
-        size_t end = target.find_first_of("/?", scheme_end);
-        authority = target.substr(scheme_end, end == std::string_view::npos ? end : end - scheme_end);
-        if (authority.empty() || authority.find('@') != std::string_view::npos)
-            return 400;
-        path_start = end == std::string_view::npos ? target.size() : end;
-    } else if (target.empty() || target[0] != '/') {
-        return 400;
-    }
-    std::string_view rest = target.substr(path_start);
-    size_t question = rest.find('?');
-    std::string_view raw_path = rest.substr(0, question);
-    if (question != std::string_view::npos) {
-        r.query.offset = static_cast<uint32_t>(r.target.offset + path_start + question + 1);
-        r.query.length = static_cast<uint32_t>(rest.size() - question - 1);
-    }
-    if (raw_path.empty())
-        raw_path = "/";
-    if (PathError error = normalize_path(raw_path, r.path); error != PathError::None) {
-        SERVER_LOG_DEBUG("bad request (400): %s", path_error_text(error));
-        return 400;
-    }
-    std::string_view host_header;
-    bool has_host = r.header("host", host_header);
-    if (!authority.empty()) {
-        if (!normalize_host(authority, r.host))
-            return 400;
-        if (has_host && !valid_host(host_header))
-            return 400;
-    } else if (has_host && !normalize_host(host_header, r.host)) {
-        return 400;
     }
     return 0;
 }
@@ -967,7 +759,7 @@ int Connection::on_body(llhttp_t *p, const char *at, size_t len) noexcept {
             }
             return 0;
         }
-        uint64_t began_ns = uv_hrtime();
+        uint64_t began_ns = c->loop_clock();
         int rc = s.holder->on_body()(s.holder->instance, &s.request, at, len, 0);
         c->check_loop_stall(began_ns, *s.holder, s.route_stats);
         if (rc == TRELLIS_AGAIN) {
@@ -1141,7 +933,7 @@ bool Connection::call_handler(int index) {
         return true;
     }
     r.inline_call = true;
-    uint64_t began_ns = uv_hrtime();
+    uint64_t began_ns = loop_clock();
     int rc = plugin->plugin->on_request(plugin->instance, &r);
     check_loop_stall(began_ns, *plugin, route.stats);
     r.inline_call = false;
@@ -1149,9 +941,11 @@ bool Connection::call_handler(int index) {
 }
 
 void Connection::check_loop_stall(uint64_t began_ns, const PluginInstance &plugin, RouteStats *route) {
+    if (began_ns == 0)
+        return; // the watch is off
     uint64_t warn_ms = worker_.limits().loop_stall_warn_ms;
     uint64_t took_ns = uv_hrtime() - began_ns;
-    if (warn_ms == 0 || took_ns < warn_ms * 1000000)
+    if (took_ns < warn_ms * 1000000)
         return;
     // Every other connection of this worker waited as long: say so, once a minute per route.
     uint64_t now_ms = uv_hrtime() / 1000000;
@@ -1514,7 +1308,7 @@ void Connection::notify_plugin_writable() {
         s.staged.unsent = 0;
     }
     if (wanted && s.holder->on_writable()) {
-        uint64_t began_ns = uv_hrtime();
+        uint64_t began_ns = loop_clock();
         s.holder->on_writable()(s.holder->instance, &s.request);
         check_loop_stall(began_ns, *s.holder, s.route_stats);
     }

@@ -12,6 +12,7 @@
 
 #include "http/file_response.hpp"
 #include "http/request.hpp"
+#include "http1/request_checks.hpp"
 #include "output_queue.hpp"
 #include "timeouts.hpp"
 #include "transport/transport.hpp"
@@ -99,8 +100,7 @@ struct ActiveSession {
     bool in_body = false;
     bool in_header_field = false;
     bool in_header_value = false;
-    int host_count = 0;
-    bool expect_continue = false;
+    http1::HeadFacts head_facts;
     int error_status = 0; // set by a callback that refuses the request
 
     // ---- the request's handler ----
@@ -232,6 +232,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     // After a plugin call on the event loop that began at `began_ns`: counts and logs (at most
     // once a minute per route) a call that ran past limits.loop_stall_warn_ms.
     void check_loop_stall(uint64_t began_ns, const PluginInstance &plugin, RouteStats *route);
+    // When a plugin call on the loop begins, for check_loop_stall; 0 when the watch is off.
+    uint64_t loop_clock() const { return worker_.limits().loop_stall_warn_ms ? uv_hrtime() : 0; }
     bool after_handler(int rc, PluginInstance *plugin);
     void clear_hold();
     static void release_hold_of(ActiveSession &s);
@@ -239,8 +241,6 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void compact_read_buffer();
     // limits.max_header_bytes, or less for a buffer made before a reload raised it.
     size_t max_head_bytes() const;
-    int status_for_parse_error(llhttp_errno_t err) const;
-    bool is_http09_request_line() const;
     // Output.
     void write_head(int status, uint64_t content_length, bool with_length);
     void append_body(std::string_view body);
@@ -278,8 +278,6 @@ class Connection final : public TimeoutNode, public TransportEvents {
     static int on_chunk_extension(llhttp_t *p, const char *at, size_t len) noexcept;
     static int on_message_complete(llhttp_t *p) noexcept;
     int headers_complete();
-    int check_header(const HeaderSpan &header);
-    int parse_target();
     static const llhttp_settings_t &parser_settings();
 
     friend struct ActiveSession;

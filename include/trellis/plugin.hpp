@@ -380,6 +380,10 @@ template <class P> const trellis_plugin *descriptor(const char *name, const char
             d.on_body = on_body<P>;
         if constexpr (requires { P::flags; })
             d.flags = P::flags;
+        // ABI 1.2: `static constexpr const char *allow = "GET, HEAD";` names the methods on_request
+        // answers, for the Allow of the server's own 405s on the plugin's routes (TRACE).
+        if constexpr (requires { P::allow; })
+            d.allow = P::allow;
         return d;
     }();
     return &plugin;

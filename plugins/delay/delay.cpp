@@ -119,6 +119,9 @@ trellis::Result answer(trellis::Request &req, int status, std::string_view body,
 
 class Delay {
   public:
+    // The one method it answers; also the Allow of the server's own 405 for TRACE here.
+    static constexpr const char *allow = "GET";
+
     Delay(const trellis::Host &host, std::string_view config) : max_pending_(parse_config(config)) {
         // A server before ABI 1.1 loads this plugin but would not know what Result::Async means.
         if (!TRELLIS_HOST_HAS(host.raw(), request_query_param))
@@ -144,7 +147,7 @@ class Delay {
     // A worker thread, several at once.
     trellis::Result on_request(trellis::Request &req) {
         if (req.method() != "GET") {
-            req.add_response_header("Allow", "GET");
+            req.add_response_header("Allow", allow);
             return answer(req, 405, "method not allowed\n");
         }
         if (req.path_below() == "/stats")

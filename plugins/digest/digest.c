@@ -496,12 +496,14 @@ static size_t format_line(const unsigned char sum[32], const char *name, char *o
 
 /* A pool thread, several at once. Blocking here is the point: only this request waits. HEAD does
  * the same work as GET so that its headers (Content-Length, or an error status) match. */
+static const char kAllow[] = "GET, HEAD";
+
 static int digest_on_request(void *instance, trellis_request *req) {
     const digest *self = instance;
     const trellis_host *host = self->host;
     trellis_str method = host->request_method(req);
     if (!str_is(method, "GET") && !str_is(method, "HEAD")) {
-        add_header(self, req, "Allow", "GET, HEAD");
+        add_header(self, req, "Allow", kAllow);
         return answer_text(self, req, 405, "method not allowed\n");
     }
     char algo[16];
@@ -554,6 +556,7 @@ static const trellis_plugin kDigest = {
     .on_worker_start = NULL,
     .on_worker_stop = NULL,
     .on_request = digest_on_request,
+    .allow = kAllow, /* the server's 405 for TRACE on this route says the same */
 };
 
 TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) {

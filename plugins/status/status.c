@@ -75,12 +75,14 @@ static trellis_str last_segment(trellis_str path) {
 }
 
 /* A worker thread, several at once; the instance is read-only. */
+static const char kAllow[] = "GET, HEAD";
+
 static int status_on_request(void *instance, trellis_request *req) {
     const trellis_host *host = ((status *)instance)->host;
     trellis_str method = host->request_method(req);
     if (!str_is(method, "GET") && !str_is(method, "HEAD")) {
         static const char kBody[] = "method not allowed\n";
-        add_header(host, req, "Allow", "GET, HEAD");
+        add_header(host, req, "Allow", kAllow);
         add_header(host, req, "Content-Type", "text/plain");
         return host->respond(req, 405, kBody, sizeof kBody - 1) == 0 ? TRELLIS_OK : TRELLIS_ERROR;
     }
@@ -105,6 +107,7 @@ static const trellis_plugin kStatus = {
     .on_worker_start = NULL,
     .on_worker_stop = NULL,
     .on_request = status_on_request,
+    .allow = kAllow, /* the server's 405 for TRACE on this route says the same */
 };
 
 TRELLIS_EXPORT const trellis_plugin *trellis_plugin_entry(void) {

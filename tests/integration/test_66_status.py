@@ -235,6 +235,15 @@ class StatusTestCase(TrellisTestCase):
 
 
 class StatusJson(StatusTestCase):
+    def test_one_allow_for_every_405_of_the_status_route(self):
+        """The server refuses TRACE itself, yet names the status plugin's methods, as the plugin
+        does for POST and DELETE (issue 10, item 10)."""
+        s = self.start_server(status_config())
+        for method in ("TRACE", "POST", "DELETE"):
+            r = s.get("/status", method=method)
+            self.assertEqual(r.status, 405, (method, r))
+            self.assertEqual(r.header_all("Allow"), ["GET, HEAD"], (method, r))
+
     def test_shape_and_counts(self):
         s = self.start_server(status_config())
         before = self.status(s)
