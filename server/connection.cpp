@@ -894,18 +894,22 @@ void Connection::dispatch(int first_route) {
         s.generation = worker_.generation;
     }
     int index = first_route - 1;
+    // The request became complete a moment ago: the first plugin call's loop time starts there,
+    // which saves a clock read per request; a later route's call reads the clock itself.
+    bool first_call = first_route == 0;
     while (s.router && (index = s.router->next_match(r.host, r.path, index + 1)) >= 0) {
         // A body-streaming plugin is offered a request only at its head, as the first match
         // (on_headers_complete); a body that was buffered is not for it.
         if (s.router->route(index).plugin->flags() & TRELLIS_STREAM_BODY)
             continue;
-        if (call_handler(index))
+        if (call_handler(index, first_call ? loop_clock_from(s.started_ns) : loop_clock()))
             return;
+        first_call = false;
     }
     respond_error(404);
 }
 
-bool Connection::call_handler(int index) {
+bool Connection::call_handler(int index, uint64_t began_ns) {
     ActiveSession &s = *session_;
     trellis_request &r = s.request;
     const Route &route = s.router->route(index);
@@ -933,7 +937,6 @@ bool Connection::call_handler(int index) {
         return true;
     }
     r.inline_call = true;
-    uint64_t began_ns = loop_clock();
     int rc = plugin->plugin->on_request(plugin->instance, &r);
     check_loop_stall(began_ns, *plugin, route.stats);
     r.inline_call = false;
@@ -1042,7 +1045,7 @@ bool Connection::dispatch_head_to_body_streamer() {
     };
     if (answered_by_listener_rules())
         return answered_before_body();
-    if (!call_handler(session_->route_index)) {
+    if (!call_handler(session_->route_index, loop_clock_from(s.started_ns))) {
         s.body_streamed = false; // declined: the body is buffered for the routes after it
         return true;
     }

@@ -208,7 +208,8 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void dispatch(int first_route = 0);
     // Calls the handler of route `index`; true when the route took the request (answered, holds
     // it, or failed), false when it declined.
-    bool call_handler(int index);
+    // `began_ns`: when the loop began on this request for the plugin (loop_clock()).
+    bool call_handler(int index, uint64_t began_ns);
     bool dispatch_head_to_body_streamer();
     void begin_hold(Hold hold, PluginInstance *plugin);
     void end_hold();
@@ -234,6 +235,10 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void check_loop_stall(uint64_t began_ns, const PluginInstance &plugin, RouteStats *route);
     // When a plugin call on the loop begins, for check_loop_stall; 0 when the watch is off.
     uint64_t loop_clock() const { return worker_.limits().loop_stall_warn_ms ? uv_hrtime() : 0; }
+    // The same from a clock reading taken just before.
+    uint64_t loop_clock_from(uint64_t now_ns) const {
+        return worker_.limits().loop_stall_warn_ms ? now_ns : 0;
+    }
     bool after_handler(int rc, PluginInstance *plugin);
     void clear_hold();
     static void release_hold_of(ActiveSession &s);
