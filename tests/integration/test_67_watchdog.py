@@ -106,18 +106,22 @@ class LoopStall(WatchdogTestCase):
 
 
 class ClientGoneWhileHeld(WatchdogTestCase):
+    def server_logging_json(self):
+        """A started server whose access log is JSON lines in its own directory, and that file."""
+        cfg = watchdog_config()
+        s = self.make_server(cfg)
+        log = s.dir / "access.log"
+        cfg["access_log"] = {"path": str(log), "format": "json"}
+        s.write_config(cfg)
+        return s.start(), log
+
     def access_lines(self, s, path):
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def test_a_held_request_whose_client_left_is_logged_499_and_counted(self):
-        cfg = watchdog_config()
-        s = self.make_server(cfg)
-        log = s.dir / "access.log"
-        cfg["access_log"] = {"path": str(log), "format": "json"}
-        s.write_config(cfg)
-        s.start()
+        s, log = self.server_logging_json()
         before = self.route_stats(s, "/h")["codes"].get("499", 0)
         c = self.conn(s)
         c.request("GET", "/h/abort-watch?ms=10000")
@@ -134,12 +138,7 @@ class ClientGoneWhileHeld(WatchdogTestCase):
         self.assertEqual(entries[0]["body_bytes"], 0)
 
     def test_a_stream_cut_by_the_client_logs_the_bytes_it_took(self):
-        cfg = watchdog_config()
-        s = self.make_server(cfg)
-        log = s.dir / "access.log"
-        cfg["access_log"] = {"path": str(log), "format": "json"}
-        s.write_config(cfg)
-        s.start()
+        s, log = self.server_logging_json()
         c = self.conn(s, timeout=10, rcvbuf=16 * 1024)
         c.request("GET", "/h/stream?bytes=67108864&chunk=65536")
         self.assertEqual(c.read_head().status, 200)
@@ -157,12 +156,7 @@ class ClientGoneWhileHeld(WatchdogTestCase):
     def test_every_request_is_logged(self):
         """22 requests, one of whose clients closed while the plugin held it: 22 log lines and
         22 per-route counts."""
-        cfg = watchdog_config()
-        s = self.make_server(cfg)
-        log = s.dir / "access.log"
-        cfg["access_log"] = {"path": str(log), "format": "json"}
-        s.write_config(cfg)
-        s.start()
+        s, log = self.server_logging_json()
         for _ in range(21):
             self.assertEqual(s.get("/h/async?ms=1").status, 200)
         c = self.conn(s)
