@@ -401,10 +401,12 @@ void Connection::on_read_end(int status) {
     if (status < 0 || lingering_) {
         if (status < 0 && status != UV_ECONNRESET && status != -ECONNRESET)
             SERVER_LOG_DEBUG("connection read error: %s", strerror(-status));
+        client_left_ = true;
         close_now();
         return;
     }
     peer_done_ = true;
+    client_left_ = true; // what it sent is still answered unless a plugin holds it (below)
     transport_->set_reading(false);
     // A half-closed client still gets the answers to what it sent (after_flush closes once they
     // are written); a request cut short by the EOF is dropped.
@@ -827,10 +829,14 @@ void Connection::after_message() {
         close_after_flush_ = true;
     if (s.body_streamed) {
         // The plugin has had the request since its head: tell it the body is complete.
-        if (s.hold != Hold::None && s.holder &&
-            s.holder->on_body()(s.holder->instance, &s.request, nullptr, 0, 1) == TRELLIS_ERROR) {
-            SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", s.holder->name().c_str());
-            fail_streamed_body();
+        if (s.hold != Hold::None && s.holder) {
+            uint64_t began_ns = loop_clock();
+            int rc = s.holder->on_body()(s.holder->instance, &s.request, nullptr, 0, 1);
+            check_loop_stall(began_ns, *s.holder, s.route_stats);
+            if (rc == TRELLIS_ERROR) {
+                SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", s.holder->name().c_str());
+                fail_streamed_body();
+            }
         }
         return;
     }
@@ -1255,17 +1261,24 @@ void Connection::abandon_held_session() {
         // A job still waiting for a pool thread will not run at all: the plugin never saw it.
         never_started = s->hold == Hold::Pool && !s->staged.pool_started;
     }
-    // The exchange ends here for the client: log and count it as nginx does, 499 with the body
-    // bytes taken so far, unless its whole answer was already queued (and so recorded).
-    if (!s->request.answered || s->stream.active)
-        record_response_of(*s, kClientClosedRequest, s->request.is_head ? 0 : s->stream.sent);
+    // The exchange ends here: log and count it, unless its whole answer was already queued (and
+    // so recorded), with the body bytes taken so far. A client that left gets nginx's 499; a
+    // stream the server cut (its plugin went quiet, the client stopped reading) keeps the status
+    // it began with; a request the server closed unanswered (the shutdown deadline) is a 503.
+    if (!s->request.answered || s->stream.active) {
+        int status = client_left_ ? kClientClosedRequest : s->stream.active ? s->stream.status : 503;
+        record_response_of(*s, status, s->request.is_head ? 0 : s->stream.sent);
+    }
     s->request.connection = nullptr;
     s->orphaned = true;
     s->stream.active = false;
     // The plugin hears of it unless it has let go already; its release (or the pool's return)
     // then reaches on_mail, which gives the session back to the pool.
-    if (!released && !never_started && s->holder && s->holder->on_abort())
+    if (!released && !never_started && s->holder && s->holder->on_abort()) {
+        uint64_t began_ns = loop_clock();
         s->holder->on_abort()(s->holder->instance, &s->request);
+        check_loop_stall(began_ns, *s->holder, s->route_stats);
+    }
 }
 
 void Connection::on_handler_timeout() {
@@ -1722,6 +1735,7 @@ void Connection::flush() {
     }
     if (result == OutputQueue::Flush::Failed) {
         SERVER_LOG_DEBUG("write failed: %s", strerror(error));
+        client_left_ = true;
         close_now();
         return;
     }

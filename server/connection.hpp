@@ -295,6 +295,7 @@ class Connection final : public TimeoutNode, public TransportEvents {
     bool keep_alive_ = true;         // of the request being answered
     bool close_after_flush_ = false; // no more requests on this connection
     bool peer_done_ = false;         // the peer sent EOF
+    bool client_left_ = false;       // EOF, a reset or a failed write: a held request's 499
     bool closed_ = false;
     bool lingering_ = false;
     bool write_blocked_ = false;

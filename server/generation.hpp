@@ -14,8 +14,9 @@ namespace trellis {
 
 struct Generation {
     uint64_t number = 1;
-    // limits.* of this reading; a worker applies them when it adopts the generation, so they
-    // hold for what starts on that worker from then on.
+    // limits.* of this reading; a worker applies them when it adopts the generation: every check
+    // it makes from then on (a body byte read, a timeout started, a connection accepted) uses
+    // them, for requests already in progress too, and shorter timeouts cut what waits.
     Limits limits;
     PluginSet plugins;
     std::unique_ptr<Router> router;

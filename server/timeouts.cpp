@@ -1,5 +1,7 @@
 #include "timeouts.hpp"
 
+#include <algorithm>
+
 namespace trellis {
 
 void TimeoutList::push_back(TimeoutNode &node, uint64_t now) {
@@ -75,6 +77,19 @@ void Timeouts::start_at(TimeoutNode &node, TimeoutList &list, uint64_t deadline)
     list.insert(node, deadline);
     if (armed_for_ == 0 || node.deadline < armed_for_)
         arm(node.deadline);
+}
+
+void Timeouts::set_duration(int index, uint64_t duration_ms) {
+    TimeoutList &list = lists_[index];
+    bool shorter = duration_ms < list.duration_ms();
+    list.set_duration(duration_ms);
+    if (!shorter || list.empty())
+        return;
+    uint64_t latest = uv_now(loop_) + duration_ms;
+    for (TimeoutNode *node = list.front(); node; node = node->next)
+        node->deadline = std::min(node->deadline, latest);
+    if (armed_for_ == 0 || list.front()->deadline < armed_for_)
+        arm(list.front()->deadline);
 }
 
 void Timeouts::arm(uint64_t deadline) {

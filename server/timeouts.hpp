@@ -53,6 +53,10 @@ class Timeouts {
     Timeouts &operator=(const Timeouts &) = delete;
 
     TimeoutList &list(int index) { return lists_[index]; }
+    // A new duration for list `index` (a reload). A shorter one also applies to what waits on the
+    // list: no deadline is later than now plus the new duration, which keeps the list in order
+    // (so restarts stay O(1)) and the timer armed early enough.
+    void set_duration(int index, uint64_t duration_ms);
     // Starts (or restarts) `node` on `list`.
     void start(TimeoutNode &node, TimeoutList &list);
     // Starts `node` on `list` with an explicit deadline (uv_now-based milliseconds).

@@ -44,11 +44,11 @@ WorkerContext::WorkerContext(uv_loop_t *loop, unsigned index, const Limits &limi
 
 void WorkerContext::apply_limits(const Limits &limits) {
     limits_ = limits;
-    timeouts.list(kHandlerTimeout).set_duration(limits.handler_timeout_ms);
-    timeouts.list(kKeepaliveTimeout).set_duration(limits.keepalive_timeout_ms);
-    timeouts.list(kHeaderTimeout).set_duration(limits.header_timeout_ms);
-    timeouts.list(kBodyTimeout).set_duration(limits.body_timeout_ms);
-    timeouts.list(kSendTimeout).set_duration(limits.send_timeout_ms);
+    timeouts.set_duration(kHandlerTimeout, limits.handler_timeout_ms);
+    timeouts.set_duration(kKeepaliveTimeout, limits.keepalive_timeout_ms);
+    timeouts.set_duration(kHeaderTimeout, limits.header_timeout_ms);
+    timeouts.set_duration(kBodyTimeout, limits.body_timeout_ms);
+    timeouts.set_duration(kSendTimeout, limits.send_timeout_ms);
     pool.set_read_buffer_size(read_buffer_size(limits));
 }
 

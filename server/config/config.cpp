@@ -176,7 +176,12 @@ void parse_tls(const Reader &r, const json &value, const std::string &ptr, const
 // name that resolves to several addresses cannot bind some of them silently.
 void check_listen_address(const Reader &r, const std::string &address, const std::string &pointer) {
     unsigned char binary[sizeof(in6_addr)];
-    if (inet_pton(AF_INET, address.c_str(), binary) == 1 || inet_pton(AF_INET6, address.c_str(), binary) == 1)
+    if (inet_pton(AF_INET, address.c_str(), binary) == 1)
+        return;
+    // An IPv6 address may name its zone ("fe80::1%eth0"), as the bind accepts it.
+    size_t zone = address.find('%');
+    if (inet_pton(AF_INET6, address.substr(0, zone).c_str(), binary) == 1 &&
+        (zone == std::string::npos || zone + 1 < address.size()))
         return;
     if (address.rfind("unix:", 0) == 0)
         r.fail(pointer, "Unix-domain socket listeners are not supported; expected an IPv4 or IPv6 address");

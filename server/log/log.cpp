@@ -206,6 +206,15 @@ bool log_file_writable(const std::string &path, std::string &reason) {
             reason = strerror(EISDIR);
             return false;
         }
+        if (!S_ISREG(st.st_mode)) {
+            // A FIFO or a device: opening it could wait for, or fail without, a reader that a
+            // log shipper starts later. Permission is what can be known now.
+            if (access(path.c_str(), W_OK) != 0) {
+                reason = strerror(errno);
+                return false;
+            }
+            return true;
+        }
         int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0) {
             reason = strerror(errno);

@@ -202,6 +202,10 @@ TEST_CASE("config: a listen address is an IP literal, as at start") {
     check_error(R"({"listen": [{"port": 1, "address": "[::1]"}]})", "/listen/0/address", "got \"[::1]\"");
     CHECK(parse_config(R"({"listen": [{"port": 1, "address": "::"}]})", "t.json").listen[0].address == "::");
     CHECK(parse_config(R"({"listen": [{"port": 1, "address": "fe80::1"}]})", "t.json").listen.size() == 1);
+    CHECK(parse_config(R"({"listen": [{"port": 1, "address": "fe80::1%lo"}]})", "t.json").listen.size() == 1);
+    check_error(R"({"listen": [{"port": 1, "address": "fe80::1%"}]})", "/listen/0/address",
+                "got \"fe80::1%\"");
+    check_error(R"({"listen": [{"port": 1, "address": "127.1"}]})", "/listen/0/address", "got \"127.1\"");
     check_error(R"({"listen": [{"port": 1}], "limits": {"max_body_bytes": true}})", "/limits/max_body_bytes",
                 "got boolean true");
     check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a", "config": [1]}]})",

@@ -168,6 +168,21 @@ TEST_CASE("timeouts: expiry on a real loop") {
         CHECK(t.list(2).empty());
         CHECK(t.list(4).empty());
     }
+    SUBCASE("a shorter duration (a reload) applies to what already waits, in order") {
+        t.start(a, t.list(1)); // due at +1000
+        f.advance_clock(5);
+        t.start(b, t.list(1)); // due at +1005
+        t.set_duration(1, 20);
+        CHECK(a.deadline <= b.deadline);
+        t.start(c, t.list(1)); // a restart after it is a plain append
+        CHECK(order(t.list(1)) == Names{"a", "b", "c"});
+        f.run_for(200);
+        CHECK(f.recorder.names() == Names{"a", "b", "c"});
+        t.set_duration(1, 5000); // longer: what waits keeps its deadline
+        t.start(d, t.list(1));
+        CHECK(d.deadline >= uv_now(&f.loop) + 5000);
+        t.stop(d);
+    }
     SUBCASE("nothing expires before its deadline") {
         t.list(0).set_duration(200);
         t.start(a, t.list(0));
