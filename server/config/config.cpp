@@ -388,10 +388,11 @@ std::string resolve_path(const std::string &base_dir, const std::string &path) {
     return base_dir + "/" + path;
 }
 
-Config parse_config(const std::string &text, const std::string &source_path) {
-    json root;
+namespace {
+
+json parse_json(const std::string &text, const std::string &source_path) {
     try {
-        root = json::parse(text);
+        return json::parse(text);
     } catch (const json::parse_error &e) {
         std::string what = e.what();
         // "[json.exception.parse_error.101] parse error at line 3, column 5: syntax error ..."
@@ -405,26 +406,10 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         throw ConfigError(source_path + ": invalid JSON: " +
                           (bracket == std::string::npos ? what : what.substr(bracket + 2)));
     }
-    Reader r(source_path);
-    r.object(root, "");
-    r.only_keys(root, "",
-                {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level",
-                 "tls", "thread_pool", "error_log"});
+}
 
-    Config config;
-    config.source_path = source_path;
-    size_t slash = source_path.rfind('/');
-    config.base_dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : source_path.substr(0, slash));
-
-    if (root.contains("workers"))
-        config.workers = parse_workers(r, root["workers"]);
-    else
-        config.workers = parse_workers(r, "auto");
-    // Without plugin_dir: where `cmake --install` puts the bundled plugins, beside the binary.
-    config.plugin_dir =
-        root.contains("plugin_dir")
-            ? resolve_path(config.base_dir, r.nonempty_string(root["plugin_dir"], "/plugin_dir"))
-            : default_plugin_dir();
+// "listen" (required, at least one) and the top-level "tls" each listener's own merges over.
+void parse_listeners(const Reader &r, const json &root, Config &config) {
     if (!root.contains("listen"))
         r.fail("", "missing key \"listen\" (a list of {\"address\", \"port\", \"transport\"})");
     const json &listen = r.array(root["listen"], "/listen");
@@ -445,19 +430,21 @@ Config parse_config(const std::string &text, const std::string &source_path) {
                 config.listen[j].address == config.listen[i].address)
                 r.fail(ptr, "the same address and port as /listen/" + std::to_string(j));
     }
-    if (root.contains("limits"))
-        config.limits = parse_limits(r, root["limits"]);
-    if (root.contains("thread_pool")) {
-        const json &pool = r.object(root["thread_pool"], "/thread_pool");
-        r.only_keys(pool, "/thread_pool", {"threads", "queue"});
-        if (pool.contains("threads"))
-            config.thread_pool.threads =
-                static_cast<unsigned>(r.integer(pool["threads"], "/thread_pool/threads", 1, 1024));
-        if (pool.contains("queue"))
-            config.thread_pool.queue =
-                static_cast<size_t>(r.integer(pool["queue"], "/thread_pool/queue", 1, 1000000));
-    }
+}
 
+ThreadPoolConfig parse_thread_pool(const Reader &r, const json &value) {
+    ThreadPoolConfig pool;
+    r.object(value, "/thread_pool");
+    r.only_keys(value, "/thread_pool", {"threads", "queue"});
+    if (value.contains("threads"))
+        pool.threads = static_cast<unsigned>(r.integer(value["threads"], "/thread_pool/threads", 1, 1024));
+    if (value.contains("queue"))
+        pool.queue = static_cast<size_t>(r.integer(value["queue"], "/thread_pool/queue", 1, 1000000));
+    return pool;
+}
+
+// "plugins", then "routes", which may name only those plugins.
+void parse_plugins_and_routes(const Reader &r, const json &root, Config &config) {
     std::set<std::string> names;
     if (root.contains("plugins")) {
         const json &plugins = r.array(root["plugins"], "/plugins");
@@ -474,25 +461,51 @@ Config parse_config(const std::string &text, const std::string &source_path) {
         for (size_t i = 0; i < routes.size(); ++i)
             config.routes.push_back(parse_route(r, routes[i], "/routes/" + std::to_string(i), names));
     }
+}
+
+LogLevel parse_log_level(const Reader &r, const json &value) {
+    std::string level = r.string(value, "/log_level");
+    for (auto [name, known] : {std::pair{"debug", LogLevel::Debug}, std::pair{"info", LogLevel::Info},
+                               std::pair{"warn", LogLevel::Warn}, std::pair{"error", LogLevel::Error}})
+        if (level == name)
+            return known;
+    r.fail("/log_level", "expected one of: debug, info, warn, error; got \"" + level + "\"");
+}
+
+} // namespace
+
+Config parse_config(const std::string &text, const std::string &source_path) {
+    json root = parse_json(text, source_path);
+    Reader r(source_path);
+    r.object(root, "");
+    r.only_keys(root, "",
+                {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level",
+                 "tls", "thread_pool", "error_log"});
+
+    Config config;
+    config.source_path = source_path;
+    size_t slash = source_path.rfind('/');
+    config.base_dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : source_path.substr(0, slash));
+    config.workers = parse_workers(r, root.contains("workers") ? root["workers"] : json("auto"));
+    // Without plugin_dir: where `cmake --install` puts the bundled plugins, beside the binary.
+    config.plugin_dir =
+        root.contains("plugin_dir")
+            ? resolve_path(config.base_dir, r.nonempty_string(root["plugin_dir"], "/plugin_dir"))
+            : default_plugin_dir();
+    parse_listeners(r, root, config);
+    if (root.contains("limits"))
+        config.limits = parse_limits(r, root["limits"]);
+    if (root.contains("thread_pool"))
+        config.thread_pool = parse_thread_pool(r, root["thread_pool"]);
+    parse_plugins_and_routes(r, root, config);
     if (root.contains("access_log"))
         parse_access_log(r, root["access_log"], config);
     if (root.contains("error_log")) {
         std::string log = r.nonempty_string(root["error_log"], "/error_log");
         config.error_log.path = log == "-" ? "" : resolve_path(config.base_dir, log);
     }
-    if (root.contains("log_level")) {
-        std::string level = r.string(root["log_level"], "/log_level");
-        if (level == "debug")
-            config.log_level = LogLevel::Debug;
-        else if (level == "info")
-            config.log_level = LogLevel::Info;
-        else if (level == "warn")
-            config.log_level = LogLevel::Warn;
-        else if (level == "error")
-            config.log_level = LogLevel::Error;
-        else
-            r.fail("/log_level", "expected one of: debug, info, warn, error; got \"" + level + "\"");
-    }
+    if (root.contains("log_level"))
+        config.log_level = parse_log_level(r, root["log_level"]);
     return config;
 }
 

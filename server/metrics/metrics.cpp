@@ -69,6 +69,11 @@ struct Totals {
     uint64_t by_class[6] = {};
 };
 
+// The HELP and TYPE lines that open a metric family in the text exposition format.
+void append_family(std::string &out, const char *name, const char *type, const char *help) {
+    append_format(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
 } // namespace
 
 void RouteWorkerStats::record(int status, uint64_t latency_ns) {
@@ -203,55 +208,61 @@ std::string ServerMetrics::render_json() const {
 }
 
 std::string ServerMetrics::render_prometheus() const {
+    std::string out;
+    out.reserve(8192);
+    append_prometheus_server(out);
+    append_prometheus_routes(out);
+    return out;
+}
+
+void ServerMetrics::append_prometheus_server(std::string &out) const {
     Totals t = sum_workers(workers_);
     t.tls = std::min(t.tls, t.open); // counters are read one by one while workers change them
     double uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    std::string out;
-    out.reserve(8192);
-    auto family = [&out](const char *name, const char *type, const char *help) {
-        append_format(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-    };
-    family("trellis_uptime_seconds", "gauge", "Seconds since the server started.");
+    append_family(out, "trellis_uptime_seconds", "gauge", "Seconds since the server started.");
     append_format(out, "trellis_uptime_seconds %.3f\n", uptime);
-    family("trellis_generation", "gauge", "Configuration generation serving new requests.");
+    append_family(out, "trellis_generation", "gauge", "Configuration generation serving new requests.");
     append_format(out, "trellis_generation %" PRIu64 "\n", generation_.load());
-    family("trellis_reloads_total", "counter", "Successful configuration reloads.");
+    append_family(out, "trellis_reloads_total", "counter", "Successful configuration reloads.");
     append_format(out, "trellis_reloads_total %" PRIu64 "\n", reloads_.load());
-    family("trellis_reload_failures_total", "counter",
-           "Reloads refused because the new configuration failed.");
+    append_family(out, "trellis_reload_failures_total", "counter",
+                  "Reloads refused because the new configuration failed.");
     append_format(out, "trellis_reload_failures_total %" PRIu64 "\n", reload_failures_.load());
-    family("trellis_connections_open", "gauge", "Open client connections, by transport.");
+    append_family(out, "trellis_connections_open", "gauge", "Open client connections, by transport.");
     append_format(out, "trellis_connections_open{transport=\"plain\"} %" PRIu64 "\n", t.open - t.tls);
     append_format(out, "trellis_connections_open{transport=\"tls\"} %" PRIu64 "\n", t.tls);
-    family("trellis_connections_idle", "gauge", "Open connections waiting between requests.");
+    append_family(out, "trellis_connections_idle", "gauge", "Open connections waiting between requests.");
     append_format(out, "trellis_connections_idle %" PRIu64 "\n", t.open > t.active ? t.open - t.active : 0);
-    family("trellis_connections_accepted_total", "counter", "Connections accepted.");
+    append_family(out, "trellis_connections_accepted_total", "counter", "Connections accepted.");
     append_format(out, "trellis_connections_accepted_total %" PRIu64 "\n", t.accepted);
-    family("trellis_connections_rejected_total", "counter",
-           "Connections closed at once over limits.max_connections.");
+    append_family(out, "trellis_connections_rejected_total", "counter",
+                  "Connections closed at once over limits.max_connections.");
     append_format(out, "trellis_connections_rejected_total %" PRIu64 "\n", t.rejected);
-    family("trellis_bytes_received_total", "counter", "Bytes read from clients (after TLS).");
+    append_family(out, "trellis_bytes_received_total", "counter", "Bytes read from clients (after TLS).");
     append_format(out, "trellis_bytes_received_total %" PRIu64 "\n", t.in);
-    family("trellis_bytes_sent_total", "counter", "Bytes written to clients (before TLS).");
+    append_family(out, "trellis_bytes_sent_total", "counter", "Bytes written to clients (before TLS).");
     append_format(out, "trellis_bytes_sent_total %" PRIu64 "\n", t.out);
-    family("trellis_responses_total", "counter", "Responses, by status class.");
+    append_family(out, "trellis_responses_total", "counter", "Responses, by status class.");
     for (int i = 1; i < 6; ++i)
         append_format(out, "trellis_responses_total{class=\"%dxx\"} %" PRIu64 "\n", i, t.by_class[i]);
-    family("trellis_worker_requests_total", "counter", "Requests parsed, by worker thread.");
+    append_family(out, "trellis_worker_requests_total", "counter", "Requests parsed, by worker thread.");
     for (size_t i = 0; i < workers_.size(); ++i)
         append_format(out, "trellis_worker_requests_total{worker=\"%zu\"} %" PRIu64 "\n", i,
                       workers_[i]->requests.get());
-    family("trellis_thread_pool_threads", "gauge", "Threads of the pool that runs blocking handlers.");
+    append_family(out, "trellis_thread_pool_threads", "gauge",
+                  "Threads of the pool that runs blocking handlers.");
     append_format(out, "trellis_thread_pool_threads %u\n", pool_.threads);
-    family("trellis_thread_pool_queued", "gauge", "Blocking requests waiting for a pool thread.");
+    append_family(out, "trellis_thread_pool_queued", "gauge", "Blocking requests waiting for a pool thread.");
     append_format(out, "trellis_thread_pool_queued %" PRIu64 "\n", pool_.queued ? pool_.queued->get() : 0);
-    family("trellis_thread_pool_busy", "gauge", "Pool threads running a handler.");
+    append_family(out, "trellis_thread_pool_busy", "gauge", "Pool threads running a handler.");
     append_format(out, "trellis_thread_pool_busy %" PRIu64 "\n", pool_.busy ? pool_.busy->get() : 0);
-    family("trellis_thread_pool_rejected_total", "counter",
-           "Blocking requests answered 503 because the queue was full.");
+    append_family(out, "trellis_thread_pool_rejected_total", "counter",
+                  "Blocking requests answered 503 because the queue was full.");
     append_format(out, "trellis_thread_pool_rejected_total %" PRIu64 "\n",
                   pool_.rejected ? pool_.rejected->get() : 0);
+}
 
+void ServerMetrics::append_prometheus_routes(std::string &out) const {
     std::lock_guard<std::mutex> lock(routes_mutex_);
     std::vector<std::pair<const RouteStats *, RouteTotals>> routes;
     for (const auto &[key, route] : routes_)
@@ -266,7 +277,7 @@ std::string ServerMetrics::render_prometheus() const {
         append_label(out, route.plugin);
         out += '"';
     };
-    family("trellis_requests_total", "counter", "Requests answered, by route and status code.");
+    append_family(out, "trellis_requests_total", "counter", "Requests answered, by route and status code.");
     for (auto &[route, totals] : routes)
         for (size_t c = 0; c < std::size(totals.by_code); ++c)
             if (totals.by_code[c]) {
@@ -275,8 +286,8 @@ std::string ServerMetrics::render_prometheus() const {
                 append_format(out, ",code=\"%zu\"} %" PRIu64 "\n", c + RouteWorkerStats::kMinCode,
                               totals.by_code[c]);
             }
-    family("trellis_request_duration_seconds", "histogram",
-           "Time from the complete request to the complete response being queued, by route.");
+    append_family(out, "trellis_request_duration_seconds", "histogram",
+                  "Time from the complete request to the complete response being queued, by route.");
     for (auto &[route, totals] : routes) {
         uint64_t cumulative = 0;
         for (size_t b = 0; b <= kLatencyBounds.size(); ++b) {
@@ -295,14 +306,13 @@ std::string ServerMetrics::render_prometheus() const {
         labels(*route);
         append_format(out, "} %" PRIu64 "\n", totals.count);
     }
-    family("trellis_loop_stalls_total", "counter",
-           "Plugin calls that held a worker's event loop past limits.loop_stall_warn_ms, by route.");
+    append_family(out, "trellis_loop_stalls_total", "counter",
+                  "Plugin calls that held a worker's event loop past limits.loop_stall_warn_ms, by route.");
     for (auto &[route, totals] : routes) {
         out += "trellis_loop_stalls_total{";
         labels(*route);
         append_format(out, "} %" PRIu64 "\n", totals.loop_stalls);
     }
-    return out;
 }
 
 } // namespace trellis

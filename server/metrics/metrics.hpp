@@ -97,6 +97,9 @@ class ServerMetrics {
     std::string render_prometheus() const;
 
   private:
+    void append_prometheus_server(std::string &out) const; // connections, bytes, pool, reloads
+    void append_prometheus_routes(std::string &out) const; // per route: codes, durations, stalls
+
     std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
     std::vector<std::unique_ptr<WorkerStats>> workers_;
     mutable std::mutex routes_mutex_; // guards the map's shape, not the counters
