@@ -303,7 +303,8 @@ struct Plugins {
             fail("cannot send the error log to /dev/null", error);
         trellis::set_log_level(trellis::LogLevel::Debug);
         redirect_same_host.redirect_to_https.kind = trellis::RedirectToHttps::Kind::SameHost;
-        redirect_fixed.redirect_to_https = "https://example.com:8443";
+        redirect_fixed.redirect_to_https = {trellis::RedirectToHttps::Kind::Origin,
+                                            "https://example.com:8443"};
     }
 };
 
