@@ -442,12 +442,6 @@ void Connection::process_input() {
     flush();
 }
 
-size_t Connection::max_head_bytes() const {
-    // A session taken before a reload raised limits.max_header_bytes has the smaller buffer.
-    return std::min<size_t>(worker_.limits().max_header_bytes,
-                            session_->read_capacity - SessionPool::kReadSlack);
-}
-
 bool Connection::parse_step() {
     ActiveSession &s = *session_;
     const char *base = s.read_buffer.get();

@@ -20,6 +20,7 @@
 
 #include <llhttp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -245,7 +246,10 @@ class Connection final : public TimeoutNode, public TransportEvents {
     void shift_request_to_front();
     void compact_read_buffer();
     // limits.max_header_bytes, or less for a buffer made before a reload raised it.
-    size_t max_head_bytes() const;
+    size_t max_head_bytes() const {
+        return std::min<size_t>(worker_.limits().max_header_bytes,
+                                session_->read_capacity - SessionPool::kReadSlack);
+    }
     // Output.
     void write_head(int status, uint64_t content_length, bool with_length);
     void append_body(std::string_view body);

@@ -14,7 +14,8 @@ constexpr size_t kKeptCapacity = 256u << 10;
 } // namespace
 
 OutputQueue::~OutputQueue() {
-    close_files_from(next_);
+    if (open_files_)
+        close_files_from(next_);
 }
 
 void OutputQueue::close_files_from(size_t index) {
@@ -24,22 +25,6 @@ void OutputQueue::close_files_from(size_t index) {
             pieces_[i].fd = -1;
             --open_files_;
         }
-}
-
-void OutputQueue::commit_from(size_t mark) {
-    if (mark == buffer_.size())
-        return;
-    Piece *last = pieces_.size() > next_ ? &pieces_.back() : nullptr;
-    if (last && last->fd < 0 && last->end == mark)
-        last->end = buffer_.size();
-    else
-        pieces_.push_back({mark, buffer_.size(), -1});
-}
-
-void OutputQueue::append(std::string_view bytes) {
-    size_t mark = buffer_.size();
-    buffer_.append(bytes);
-    commit_from(mark);
 }
 
 bool OutputQueue::append_file_contents(int fd, uint64_t offset, uint64_t length) {
@@ -134,7 +119,8 @@ OutputQueue::Flush OutputQueue::write_to(Transport &transport, uint64_t &written
 }
 
 void OutputQueue::clear() {
-    close_files_from(next_);
+    if (open_files_)
+        close_files_from(next_);
     pieces_.clear();
     next_ = 0;
     open_files_ = 0;

@@ -22,10 +22,23 @@ class OutputQueue {
     OutputQueue &operator=(const OutputQueue &) = delete;
 
     // Bytes, queued behind everything else.
-    void append(std::string_view bytes);
+    void append(std::string_view bytes) {
+        size_t mark = buffer_.size();
+        buffer_.append(bytes);
+        commit_from(mark);
+    }
     // Text built in place: note text().size(), append to text(), then commit_from(that mark).
     std::string &text() { return buffer_; }
-    void commit_from(size_t mark);
+    void commit_from(size_t mark) {
+        if (mark == buffer_.size())
+            return;
+        // Joined to the last piece when it is unwritten buffer text ending where this begins.
+        Piece *last = pieces_.size() > next_ ? &pieces_.back() : nullptr;
+        if (last && last->fd < 0 && last->end == mark)
+            last->end = buffer_.size();
+        else
+            pieces_.push_back({mark, buffer_.size(), -1});
+    }
     // `length` bytes of `fd` from `offset`, read now (behind what is queued, so a batch of small
     // answers still leaves in one write). False when the file could not be read whole; nothing
     // is then queued.

@@ -3,24 +3,7 @@
 #include "http/path.hpp"
 #include "log/log.hpp"
 
-#include <cstring>
-
 namespace trellis::http1 {
-
-bool is_token_char(unsigned char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           strchr("!#$%&'*+-.^_`|~", c) != nullptr;
-}
-
-bool valid_host(std::string_view host) {
-    for (unsigned char c : host) {
-        bool ok = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  strchr("-._~!$&'()*+,;=:[]%", c) != nullptr;
-        if (!ok || c == '\0')
-            return false;
-    }
-    return true;
-}
 
 bool normalize_host(std::string_view raw, std::string &out) {
     out.clear();
