@@ -1,6 +1,6 @@
 #include "listener.hpp"
 
-#include "connection.hpp"
+#include "http1/connection.hpp"
 #include "errors.hpp"
 #include "log/log.hpp"
 #include "transport/factory.hpp"

@@ -1,6 +1,6 @@
 #include "mailbox.hpp"
 
-#include "connection.hpp"
+#include <algorithm>
 
 namespace trellis {
 
@@ -12,14 +12,14 @@ Mailbox::Mailbox(uv_loop_t *loop, DeliverFn deliver) : deliver_(deliver) {
     uv_unref(reinterpret_cast<uv_handle_t *>(&async_));
 }
 
-bool Mailbox::post(ActiveSession *session, unsigned bits) {
+bool Mailbox::post(MailSlot *slot, unsigned bits) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_)
         return false;
-    session->mail_bits |= bits;
-    if (!session->mail_queued) {
-        session->mail_queued = true;
-        queue_.push_back(session);
+    slot->bits |= bits;
+    if (!slot->queued) {
+        slot->queued = true;
+        queue_.push_back(slot);
         uv_async_send(&async_);
     }
     return true;
@@ -36,32 +36,32 @@ void Mailbox::deliver_all() {
     }
     delivering_ = true;
     for (size_t i = 0; i < taking_.size(); ++i) {
-        ActiveSession *session = taking_[i];
-        if (!session)
+        MailSlot *slot = taking_[i];
+        if (!slot)
             continue; // forgotten while delivering
         unsigned bits;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            bits = session->mail_bits;
-            session->mail_bits = 0;
-            session->mail_queued = false;
+            bits = slot->bits;
+            slot->bits = 0;
+            slot->queued = false;
         }
-        deliver_(session, bits);
+        deliver_(slot, bits);
     }
     delivering_ = false;
     taking_.clear();
 }
 
-void Mailbox::forget(ActiveSession *session) {
-    if (!session->mail_queued.load(std::memory_order_acquire) && !delivering_)
+void Mailbox::forget(MailSlot *slot) {
+    if (!slot->queued.load(std::memory_order_acquire) && !delivering_)
         return;
     std::lock_guard<std::mutex> lock(mutex_);
-    std::erase(queue_, session);
-    for (ActiveSession *&pending : taking_)
-        if (pending == session)
+    std::erase(queue_, slot);
+    for (MailSlot *&pending : taking_)
+        if (pending == slot)
             pending = nullptr;
-    session->mail_bits = 0;
-    session->mail_queued = false;
+    slot->bits = 0;
+    slot->queued = false;
 }
 
 void Mailbox::close() {

@@ -1,6 +1,6 @@
 #include "worker.hpp"
 
-#include "connection.hpp"
+#include "http1/connection.hpp"
 #include "generation.hpp"
 #include "listener.hpp"
 #include "log/log.hpp"

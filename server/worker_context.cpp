@@ -1,6 +1,7 @@
 #include "worker_context.hpp"
 
-#include "connection.hpp"
+#include "held_answers.hpp"
+#include "http1/connection.hpp"
 #include "mailbox.hpp"
 
 namespace trellis {
@@ -57,8 +58,10 @@ WorkerContext::~WorkerContext() {
         tls_current_worker = nullptr;
 }
 
-void WorkerContext::deliver_mail(ActiveSession *session, unsigned bits) {
-    Connection::on_mail(session, bits);
+void WorkerContext::deliver_mail(MailSlot *slot, unsigned bits) {
+    auto *ex = static_cast<Exchange *>(slot->receiver);
+    if (!deliver_orphan_mail(*ex, bits))
+        ex->owner->on_mail(*ex, bits);
 }
 
 void WorkerContext::on_timeout(TimeoutNode *node, int list_index, void *) {

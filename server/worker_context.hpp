@@ -18,6 +18,7 @@ namespace trellis {
 
 class Router;
 class Mailbox;
+struct MailSlot;
 class ServerMetrics;
 class ThreadPool;
 struct ActiveSession;
@@ -112,7 +113,7 @@ class WorkerContext {
 
   private:
     static void on_timeout(TimeoutNode *node, int list_index, void *context);
-    static void deliver_mail(ActiveSession *session, unsigned bits);
+    static void deliver_mail(MailSlot *slot, unsigned bits);
     uv_loop_t *loop_;
     unsigned index_;
     Limits limits_;

@@ -8,8 +8,7 @@
 #include <string_view>
 
 namespace trellis {
-class Connection;
-struct ActiveSession;
+class Exchange;
 struct Route;
 
 struct Span {
@@ -27,16 +26,15 @@ constexpr size_t kMaxHeaders = 128;
 } // namespace trellis
 
 struct trellis_request {
-    trellis::Connection *connection = nullptr; // null once the client has gone (a plugin may hold it)
-    trellis::ActiveSession *session = nullptr; // the session this request lives in
-    const char *base = nullptr;                // the read buffer the spans point into
+    trellis::Exchange *exchange = nullptr; // the exchange this request lives in
+    const char *base = nullptr;            // the buffer the spans point into
 
     // Request line and headers.
     trellis::Span method;
     trellis::Span target;
     trellis::Span query;
     uint8_t llhttp_method = 0;
-    int version = 11; // 10 or 11
+    int version = 11; // 10, 11 or 20
     trellis::HeaderSpan headers[trellis::kMaxHeaders];
     size_t header_count = 0;
     std::string host; // lower-case, port removed

@@ -3,17 +3,20 @@
 //
 // Two paths: during on_request on the loop thread ("inline") an answer goes straight into the
 // connection's output. Anywhere else (a pool thread, the plugin's own thread, or the loop after
-// TRELLIS_ASYNC) it is staged in the session under its mutex and the loop is woken through the
-// worker's mailbox to apply it.
-#include "connection.hpp"
+// TRELLIS_ASYNC) it is staged in the request's HeldRequest under its mutex and the loop is woken
+// through the worker's mailbox to apply it.
+#include "exchange.hpp"
+#include "held_request.hpp"
 #include "http/path.hpp"
 #include "http/request.hpp"
 #include "log/log.hpp"
 #include "mailbox.hpp"
 #include "metrics/metrics.hpp"
 #include "plugin/loader.hpp"
+#include "responses.hpp"
 #include "router.hpp"
 #include "thread_pool.hpp"
+#include "transport/transport.hpp"
 #include "worker_context.hpp"
 
 #include <algorithm>
@@ -30,11 +33,11 @@ trellis_str to_str(std::string_view view) {
     return {view.data(), view.size()};
 }
 
-constexpr size_t kStreamHighWater = 64 * 1024; // as in connection.cpp: TRELLIS_AGAIN past this
+constexpr size_t kStreamHighWater = 64 * 1024; // TRELLIS_AGAIN past this much unwritten
 
 // The loop thread inside this request's on_request: answers go straight to the connection.
 bool is_inline(const trellis_request *r) {
-    return WorkerContext::current() == r->session->worker && r->inline_call;
+    return WorkerContext::current() == r->exchange->worker && r->inline_call;
 }
 
 const char *plugin_name(const trellis_request *r) {
@@ -46,26 +49,16 @@ void warn_answered_twice(const trellis_request *r) {
 }
 
 void post(trellis_request *r, unsigned bits) {
-    // A closed mailbox means the worker has exited; what the plugin sent has nowhere to go.
-    r->session->mailbox->post(r->session, bits);
+    r->exchange->held.post(bits);
 }
 
-// Stages an answer given off the loop: `fill` sets its fields under the session's mutex.
+// Stages an answer given off the loop: `fill` sets its fields under the request's lock.
 template <class Fill> int stage_answer(trellis_request *r, Fill fill) {
-    ActiveSession &s = *r->session;
-    {
-        std::lock_guard<std::mutex> lock(s.stage_mutex);
-        if (s.staged.gone)
-            return -1;
-        if (s.staged.answered) {
-            warn_answered_twice(r);
-            return -1;
-        }
-        fill(s.staged);
-        s.staged.answered = true;
-    }
-    post(r, kMailStaged);
-    return 0;
+    bool answered_twice = false;
+    int rc = r->exchange->held.stage(fill, answered_twice);
+    if (answered_twice)
+        warn_answered_twice(r);
+    return rc;
 }
 
 trellis_str request_method(const trellis_request *r) {
@@ -115,7 +108,7 @@ trellis_str request_body(const trellis_request *r) {
 }
 
 size_t request_peer(const trellis_request *r, char *buf, size_t buf_len) {
-    return buf && buf_len ? Connection::peer_text(r->session->peer, buf, buf_len) : 0;
+    return buf && buf_len ? peer_text(r->exchange->peer, buf, buf_len) : 0;
 }
 
 trellis_str request_route_prefix(const trellis_request *r) {
@@ -156,12 +149,12 @@ int response_header(trellis_request *r, const char *name, size_t name_len, const
         append();
         return 0;
     }
-    ActiveSession &s = *r->session;
-    std::lock_guard<std::mutex> lock(s.stage_mutex);
-    if (s.staged.answered || s.staged.gone)
-        return -1;
-    append();
-    return 0;
+    return r->exchange->held.with_staged([&](StagedAnswer &staged) {
+        if (staged.answered || staged.gone)
+            return -1;
+        append();
+        return 0;
+    });
 }
 
 int respond(trellis_request *r, int status, const char *body, size_t body_len) {
@@ -178,7 +171,7 @@ int respond(trellis_request *r, int status, const char *body, size_t body_len) {
         warn_answered_twice(r);
         return -1;
     }
-    r->connection->respond(status, text);
+    trellis::respond(*r->exchange, status, text);
     return 0;
 }
 
@@ -191,7 +184,7 @@ void answer_500(trellis_request *r) {
             staged.body = "500 Internal Server Error\n";
         });
     else if (!r->answered)
-        r->connection->respond_error(500);
+        respond_error(*r->exchange, 500);
 }
 
 int respond_file_with(trellis_request *r, const trellis_file_options *options) {
@@ -244,7 +237,7 @@ int respond_file_with(trellis_request *r, const trellis_file_options *options) {
         return rc;
     }
     if (o.fd < 0) {
-        r->connection->respond_error(500);
+        respond_error(*r->exchange, 500);
         return -1;
     }
     FileResponse file;
@@ -261,7 +254,7 @@ int respond_file_with(trellis_request *r, const trellis_file_options *options) {
         st.st_ino = o.inode;
         file.stat = &st;
     }
-    return r->connection->respond_file(file) ? 0 : -1;
+    return trellis::respond_file(*r->exchange, file) ? 0 : -1;
 }
 
 int respond_file(trellis_request *r, int status, int fd) {
@@ -273,7 +266,7 @@ int respond_file(trellis_request *r, int status, int fd) {
 }
 
 unsigned request_worker(const trellis_request *r) {
-    return r->session->worker_index;
+    return r->exchange->worker_index;
 }
 
 void log(trellis_plugin_ctx *ctx, trellis_log_level level, const char *message) {
@@ -289,7 +282,7 @@ trellis_str config_dir(trellis_plugin_ctx *ctx) {
 }
 
 int request_transport(const trellis_request *r, trellis_transport_info *info) {
-    const TlsFacts *facts = r->session->tls_facts.get();
+    const TlsFacts *facts = r->exchange->tls_facts.get();
     if (!info)
         return facts ? 1 : 0;
     trellis_transport_info full = {};
@@ -314,18 +307,14 @@ int request_transport(const trellis_request *r, trellis_transport_info *info) {
 }
 
 void request_release(trellis_request *r) {
-    ActiveSession &s = *r->session;
-    {
-        std::lock_guard<std::mutex> lock(s.stage_mutex);
-        if (s.staged.released) {
-            SERVER_LOG_WARN("plugin \"%s\" released a request twice; the second release is ignored",
-                            plugin_name(r));
-            return;
-        }
-        s.staged.released = true;
+    HeldRequest &held = r->exchange->held;
+    if (!held.release()) {
+        SERVER_LOG_WARN("plugin \"%s\" released a request twice; the second release is ignored",
+                        plugin_name(r));
+        return;
     }
-    if (!s.mailbox->post(&s, kMailReleased))
-        keep_after_exit(&s); // the worker has exited: nothing can take the session back
+    if (!held.post(kMailReleased))
+        keep_after_exit(r->exchange); // the worker has exited: nothing can take the request back
 }
 
 int response_start(trellis_request *r, int status, int64_t content_length) {
@@ -341,58 +330,60 @@ int response_start(trellis_request *r, int status, int64_t content_length) {
         warn_answered_twice(r);
         return -1;
     }
-    if (!r->connection->start_stream(status, content_length < 0 ? -1 : content_length))
+    if (!start_stream(*r->exchange, status, content_length < 0 ? -1 : content_length))
         return -1;
     // A thread the request is handed to before on_request returns TRELLIS_ASYNC may write at once.
-    ActiveSession &s = *r->session;
-    std::lock_guard<std::mutex> lock(s.stage_mutex);
-    s.staged.answered = s.staged.head_taken = true;
-    s.staged.kind = StagedAnswer::Kind::Stream;
+    r->exchange->held.with_staged([](StagedAnswer &staged) {
+        staged.answered = staged.head_taken = true;
+        staged.kind = StagedAnswer::Kind::Stream;
+    });
     return 0;
 }
 
 int response_write(trellis_request *r, const char *data, size_t len) {
     if (!data && len)
         return -1;
-    ActiveSession &s = *r->session;
+    Exchange &ex = *r->exchange;
     if (is_inline(r)) {
-        if (!s.stream.active)
+        if (!ex.stream.active)
             return -1;
-        if (r->connection->stream_write(std::string_view(data ? data : "", len)) <= kStreamHighWater)
+        if (stream_write(ex, std::string_view(data ? data : "", len)) <= kStreamHighWater)
             return 0;
-        s.notify_writable = true;
+        ex.notify_writable = true;
         return TRELLIS_AGAIN;
     }
-    size_t backlog;
-    {
-        std::lock_guard<std::mutex> lock(s.stage_mutex);
-        if (s.staged.gone || !s.staged.answered || s.staged.kind != StagedAnswer::Kind::Stream ||
-            s.staged.ended)
-            return -1;
-        s.staged.body.append(data ? data : "", len);
-        backlog = s.staged.body.size() + s.staged.unsent;
+    size_t backlog = 0;
+    bool staged = ex.held.with_staged([&](StagedAnswer &st) {
+        if (st.gone || !st.answered || st.kind != StagedAnswer::Kind::Stream || st.ended)
+            return false;
+        st.body.append(data ? data : "", len);
+        backlog = st.body.size() + st.unsent;
         if (backlog > kStreamHighWater)
-            s.staged.want_writable = true;
-    }
+            st.want_writable = true;
+        return true;
+    });
+    if (!staged)
+        return -1;
     post(r, kMailStaged);
     return backlog > kStreamHighWater ? TRELLIS_AGAIN : 0;
 }
 
 int response_end(trellis_request *r) {
-    ActiveSession &s = *r->session;
+    Exchange &ex = *r->exchange;
     if (is_inline(r)) {
-        if (!s.stream.active)
+        if (!ex.stream.active)
             return -1;
-        r->connection->end_stream();
+        end_stream(ex);
         return 0;
     }
-    {
-        std::lock_guard<std::mutex> lock(s.stage_mutex);
-        if (s.staged.gone || !s.staged.answered || s.staged.kind != StagedAnswer::Kind::Stream ||
-            s.staged.ended)
-            return -1;
-        s.staged.ended = true;
-    }
+    bool staged = ex.held.with_staged([](StagedAnswer &st) {
+        if (st.gone || !st.answered || st.kind != StagedAnswer::Kind::Stream || st.ended)
+            return false;
+        st.ended = true;
+        return true;
+    });
+    if (!staged)
+        return -1;
     post(r, kMailStaged);
     return 0;
 }
@@ -461,7 +452,7 @@ long request_query_param(const trellis_request *r, const char *name, size_t name
 }
 
 int server_metrics(trellis_request *r, int format, trellis_str *out) {
-    const ServerMetrics *metrics = r->session->metrics;
+    const ServerMetrics *metrics = r->exchange->metrics;
     if (!out || !metrics || (format != TRELLIS_METRICS_JSON && format != TRELLIS_METRICS_PROMETHEUS))
         return -1;
     r->scratch = format == TRELLIS_METRICS_JSON ? metrics->render_json() : metrics->render_prometheus();

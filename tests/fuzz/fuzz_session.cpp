@@ -38,7 +38,7 @@
 //     each) plus one error answer;
 //   - after abort() the worker has no connection left and the loop closes (uv_loop_close == 0).
 // FUZZ_SESSION_PRINT=1 in the environment prints each input's output (to see what a file does).
-#include "connection.hpp"
+#include "http1/connection.hpp"
 #include "log/access_log.hpp"
 #include "log/log.hpp"
 #include "mailbox.hpp"

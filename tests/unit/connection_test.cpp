@@ -1,6 +1,6 @@
 // The HTTP session (Connection) over a fake transport, with the real hello and echo plugins behind
 // a real Router, on a real (but never blocking) libuv loop.
-#include "connection.hpp"
+#include "http1/connection.hpp"
 #include "http/http_date.hpp"
 #include "mailbox.hpp"
 #include "plugin/loader.hpp"

@@ -2,7 +2,7 @@
 // delivery per session per wake; close() delivers what is queued and then refuses.
 #include "mailbox.hpp"
 
-#include "connection.hpp"
+#include "mailbox.hpp"
 
 #include <doctest/doctest.h>
 
@@ -12,13 +12,13 @@
 #include <thread>
 #include <vector>
 
-using trellis::ActiveSession;
 using trellis::Mailbox;
+using trellis::MailSlot;
 
 namespace {
 
 struct Delivery {
-    ActiveSession *session;
+    MailSlot *session;
     unsigned bits;
     std::thread::id thread;
     uint64_t iteration; // loop iteration it came in (counted by a prepare handle)
@@ -33,7 +33,7 @@ struct Log {
 };
 Log g_log;
 
-void record(ActiveSession *session, unsigned bits) {
+void record(MailSlot *session, unsigned bits) {
     g_log.deliveries.push_back({session, bits, std::this_thread::get_id(), g_log.iteration});
     if (g_log.repost_left > 0) {
         --g_log.repost_left;
@@ -41,7 +41,7 @@ void record(ActiveSession *session, unsigned bits) {
     }
 }
 
-size_t deliveries_to(const ActiveSession *session) {
+size_t deliveries_to(const MailSlot *session) {
     size_t n = 0;
     for (const Delivery &d : g_log.deliveries)
         n += d.session == session;
@@ -105,8 +105,8 @@ struct Fixture {
     }
 };
 
-ActiveSession *make_session(std::vector<std::unique_ptr<ActiveSession>> &owner) {
-    owner.push_back(std::make_unique<ActiveSession>(4096, nullptr));
+MailSlot *make_session(std::vector<std::unique_ptr<MailSlot>> &owner) {
+    owner.push_back(std::make_unique<MailSlot>(nullptr));
     return owner.back().get();
 }
 
@@ -114,9 +114,9 @@ ActiveSession *make_session(std::vector<std::unique_ptr<ActiveSession>> &owner) 
 
 TEST_CASE("mailbox: posts from another thread are delivered on the loop thread, bits OR-ed") {
     Fixture f;
-    std::vector<std::unique_ptr<ActiveSession>> sessions;
-    ActiveSession *a = make_session(sessions);
-    ActiveSession *b = make_session(sessions);
+    std::vector<std::unique_ptr<MailSlot>> sessions;
+    MailSlot *a = make_session(sessions);
+    MailSlot *b = make_session(sessions);
 
     bool posted[4] = {};
     std::thread poster([&] {
@@ -129,9 +129,9 @@ TEST_CASE("mailbox: posts from another thread are delivered on the loop thread, 
     for (bool ok : posted)
         CHECK(ok);
     // Queued once each, the marks collected on the session.
-    CHECK(a->mail_queued.load());
-    CHECK(a->mail_bits == (trellis::kMailStaged | trellis::kMailReleased));
-    CHECK(b->mail_bits == trellis::kMailPoolDone);
+    CHECK(a->queued.load());
+    CHECK(a->bits == (trellis::kMailStaged | trellis::kMailReleased));
+    CHECK(b->bits == trellis::kMailPoolDone);
     CHECK(g_log.deliveries.empty()); // nothing happens off the loop
 
     REQUIRE(f.run_until([] { return g_log.deliveries.size() >= 2; }));
@@ -145,10 +145,10 @@ TEST_CASE("mailbox: posts from another thread are delivered on the loop thread, 
         CHECK(d.thread == std::this_thread::get_id());
     CHECK(g_log.deliveries[0].iteration == g_log.deliveries[1].iteration); // one wake
     // Delivered sessions are clean for the next post.
-    CHECK_FALSE(a->mail_queued.load());
-    CHECK(a->mail_bits == 0u);
-    CHECK_FALSE(b->mail_queued.load());
-    CHECK(b->mail_bits == 0u);
+    CHECK_FALSE(a->queued.load());
+    CHECK(a->bits == 0u);
+    CHECK_FALSE(b->queued.load());
+    CHECK(b->bits == 0u);
 
     SUBCASE("a later post is a new delivery") {
         std::thread([&] { CHECK(f.mailbox->post(b, trellis::kMailResumeBody)); }).join();
@@ -161,9 +161,9 @@ TEST_CASE("mailbox: posts from another thread are delivered on the loop thread, 
 
 TEST_CASE("mailbox: posts racing the loop give one delivery per session per wake") {
     Fixture f;
-    std::vector<std::unique_ptr<ActiveSession>> sessions;
-    ActiveSession *a = make_session(sessions);
-    ActiveSession *b = make_session(sessions);
+    std::vector<std::unique_ptr<MailSlot>> sessions;
+    MailSlot *a = make_session(sessions);
+    MailSlot *b = make_session(sessions);
     constexpr int kPosts = 2000;
     const unsigned kBits[] = {trellis::kMailStaged, trellis::kMailReleased, trellis::kMailPoolDone,
                               trellis::kMailResumeBody};
@@ -181,7 +181,7 @@ TEST_CASE("mailbox: posts racing the loop give one delivery per session per wake
         done = true;
     });
     // Until the poster is done and every mark has come through.
-    bool all = f.run_until([&] { return done.load() && !a->mail_queued.load() && !b->mail_queued.load(); });
+    bool all = f.run_until([&] { return done.load() && !a->queued.load() && !b->queued.load(); });
     poster.join();
     CHECK(all);
     CHECK(refused == 0);
@@ -208,13 +208,13 @@ TEST_CASE("mailbox: posts racing the loop give one delivery per session per wake
     CHECK(a_count >= 1u);
     CHECK(a_count <= static_cast<size_t>(kPosts));
     CHECK(deliveries_to(b) >= 1u);
-    CHECK(a->mail_bits == 0u);
+    CHECK(a->bits == 0u);
 }
 
 TEST_CASE("mailbox: a session posted again while it is delivered comes in a later wake") {
     Fixture f;
-    std::vector<std::unique_ptr<ActiveSession>> sessions;
-    ActiveSession *a = make_session(sessions);
+    std::vector<std::unique_ptr<MailSlot>> sessions;
+    MailSlot *a = make_session(sessions);
     g_log.repost_left = 1;
     CHECK(f.mailbox->post(a, trellis::kMailStaged));
     REQUIRE(f.run_until([] { return g_log.deliveries.size() >= 2; }));
@@ -223,21 +223,21 @@ TEST_CASE("mailbox: a session posted again while it is delivered comes in a late
     CHECK(g_log.deliveries[0].bits == trellis::kMailStaged);
     CHECK(g_log.deliveries[1].bits == trellis::kMailResumeBody);
     CHECK(g_log.deliveries[1].iteration > g_log.deliveries[0].iteration);
-    CHECK_FALSE(a->mail_queued.load());
+    CHECK_FALSE(a->queued.load());
 }
 
 TEST_CASE("mailbox: forget() drops a session's queued mail") {
     Fixture f;
-    std::vector<std::unique_ptr<ActiveSession>> sessions;
-    ActiveSession *a = make_session(sessions);
-    ActiveSession *b = make_session(sessions);
+    std::vector<std::unique_ptr<MailSlot>> sessions;
+    MailSlot *a = make_session(sessions);
+    MailSlot *b = make_session(sessions);
     std::thread([&] {
         CHECK(f.mailbox->post(a, trellis::kMailReleased));
         CHECK(f.mailbox->post(b, trellis::kMailStaged));
     }).join();
     f.mailbox->forget(a);
-    CHECK_FALSE(a->mail_queued.load());
-    CHECK(a->mail_bits == 0u);
+    CHECK_FALSE(a->queued.load());
+    CHECK(a->bits == 0u);
     REQUIRE(f.run_until([] { return !g_log.deliveries.empty(); }));
     f.run_for(20);
     REQUIRE(g_log.deliveries.size() == 1);
@@ -252,9 +252,9 @@ TEST_CASE("mailbox: forget() drops a session's queued mail") {
 
 TEST_CASE("mailbox: close() delivers what is queued, then refuses posts") {
     Fixture f;
-    std::vector<std::unique_ptr<ActiveSession>> sessions;
-    ActiveSession *a = make_session(sessions);
-    ActiveSession *b = make_session(sessions);
+    std::vector<std::unique_ptr<MailSlot>> sessions;
+    MailSlot *a = make_session(sessions);
+    MailSlot *b = make_session(sessions);
     std::thread([&] {
         CHECK(f.mailbox->post(a, trellis::kMailPoolDone));
         CHECK(f.mailbox->post(a, trellis::kMailReleased));
@@ -273,10 +273,10 @@ TEST_CASE("mailbox: close() delivers what is queued, then refuses posts") {
     bool from_thread = true;
     std::thread([&] { from_thread = f.mailbox->post(a, trellis::kMailStaged); }).join();
     CHECK_FALSE(from_thread);
-    CHECK(b->mail_bits == 0u);
-    CHECK_FALSE(b->mail_queued.load());
-    CHECK(a->mail_bits == 0u);
-    CHECK_FALSE(a->mail_queued.load());
+    CHECK(b->bits == 0u);
+    CHECK_FALSE(b->queued.load());
+    CHECK(a->bits == 0u);
+    CHECK_FALSE(a->queued.load());
     f.run_for(20);
     CHECK(g_log.deliveries.size() == 1);
 

@@ -1,0 +1,87 @@
+#include "exchange.hpp"
+
+#include "log/access_log.hpp"
+#include "metrics/metrics.hpp"
+#include "router.hpp"
+#include "worker_context.hpp"
+
+#include <arpa/inet.h>
+#include <cstdio>
+#include <cstring>
+#include <uv.h>
+
+namespace trellis {
+namespace {
+
+void log_access(Exchange &ex, int status, uint64_t body_bytes) {
+    WorkerContext &worker = *ex.worker;
+    if (!worker.access_log.enabled())
+        return;
+    trellis_request &r = ex.request;
+    char peer[64];
+    size_t n = peer_text(ex.peer, peer, sizeof peer);
+    std::string_view ip(peer, n);
+    // The combined format wants the address alone.
+    if (size_t colon = ip.rfind(':'); colon != std::string_view::npos)
+        ip = ip.substr(ip[0] == '[' ? 1 : 0, ip[0] == '[' ? colon - 2 : colon);
+    AccessLogEntry entry;
+    entry.peer_ip = ip;
+    entry.method = r.str(r.method);
+    entry.target = r.str(r.target);
+    entry.version = r.version;
+    entry.status = status;
+    entry.body_bytes = body_bytes;
+    r.header("referer", entry.referer);
+    r.header("user-agent", entry.user_agent);
+    if (ex.started_ns)
+        entry.request_time_ns = static_cast<int64_t>(uv_hrtime() - ex.started_ns);
+    worker.access_log.append(entry);
+}
+
+} // namespace
+
+Exchange::Exchange(WorkerContext *owner_worker)
+    : held(this, owner_worker ? owner_worker->mailbox : nullptr), worker(owner_worker),
+      worker_index(owner_worker ? owner_worker->index() : 0),
+      metrics(owner_worker ? owner_worker->metrics : nullptr) {
+    request.exchange = this;
+    memset(&peer, 0, sizeof peer);
+}
+
+Exchange::~Exchange() = default;
+
+void Exchange::reset() {
+    request.reset();
+    owner = nullptr;
+    tls_facts.reset();
+    router = nullptr;
+    generation = nullptr;
+    route_index = -1;
+    route_stats = nullptr;
+    started_ns = 0;
+    stream = StreamState{};
+    notify_writable = body_streamed = body_paused = false;
+    held.reset();
+}
+
+void record_response(Exchange &ex, int status, uint64_t body_bytes) {
+    if (ex.route_stats && ex.started_ns)
+        ex.route_stats->per_worker[ex.worker->index()].record(status, uv_hrtime() - ex.started_ns);
+    log_access(ex, status, body_bytes);
+}
+
+size_t peer_text(const sockaddr_in6 &peer, char *buf, size_t len) {
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int written;
+    if (peer.sin6_family == AF_INET6) {
+        inet_ntop(AF_INET6, &peer.sin6_addr, ip, sizeof ip);
+        written = snprintf(buf, len, "[%s]:%u", ip, ntohs(peer.sin6_port));
+    } else {
+        const auto *v4 = reinterpret_cast<const sockaddr_in *>(&peer);
+        inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof ip);
+        written = snprintf(buf, len, "%s:%u", ip, ntohs(v4->sin_port));
+    }
+    return written > 0 && static_cast<size_t>(written) < len ? static_cast<size_t>(written) : 0;
+}
+
+} // namespace trellis
