@@ -41,9 +41,9 @@ void log_access(Exchange &ex, int status, uint64_t body_bytes) {
 } // namespace
 
 Exchange::Exchange(WorkerContext *owner_worker)
-    : held(this, owner_worker ? owner_worker->mailbox : nullptr), worker(owner_worker),
-      worker_index(owner_worker ? owner_worker->index() : 0),
-      metrics(owner_worker ? owner_worker->metrics : nullptr) {
+    : worker(owner_worker), worker_index(owner_worker ? owner_worker->index() : 0),
+      metrics(owner_worker ? owner_worker->metrics : nullptr),
+      held(this, owner_worker ? owner_worker->mailbox : nullptr) {
     request.exchange = this;
     memset(&peer, 0, sizeof peer);
 }

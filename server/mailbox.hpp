@@ -22,7 +22,7 @@ enum MailBits : uint8_t {
 
 // What a mailbox keeps per receiver; embedded in it, so posting needs no allocation.
 struct MailSlot {
-    explicit MailSlot(void *receiver) : receiver(receiver) {}
+    explicit MailSlot(void *what_for) : receiver(what_for) {}
     void *const receiver;            // what the delivery is for
     unsigned bits = 0;               // under the mailbox's mutex
     std::atomic<bool> queued{false}; // also read without the lock (Mailbox::forget)
