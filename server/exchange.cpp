@@ -48,7 +48,9 @@ Exchange::Exchange(WorkerContext *owner_worker)
     memset(&peer, 0, sizeof peer);
 }
 
-Exchange::~Exchange() = default;
+Exchange::~Exchange() {
+    held.forget_mail(); // a plugin that released a request it did not hold may have left mail
+}
 
 void Exchange::reset() {
     request.reset();

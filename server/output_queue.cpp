@@ -1,5 +1,6 @@
 #include "output_queue.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
 #include <sys/uio.h>
@@ -116,6 +117,33 @@ OutputQueue::Flush OutputQueue::write_to(Transport &transport, uint64_t &written
     next_ = 0;
     buffer_.clear();
     return Flush::Drained;
+}
+
+bool OutputQueue::move_front_to(OutputQueue &dest, size_t n) {
+    while (n > 0 && next_ < pieces_.size()) {
+        Piece &piece = pieces_[next_];
+        size_t take = static_cast<size_t>(std::min<uint64_t>(n, piece.end - piece.begin));
+        if (piece.fd < 0)
+            dest.append(std::string_view(buffer_.data() + piece.begin, take));
+        else if (!dest.append_file_contents(piece.fd, piece.begin, take))
+            return false;
+        piece.begin += take;
+        n -= take;
+        if (piece.begin < piece.end)
+            break;
+        if (piece.fd >= 0) {
+            ::close(piece.fd);
+            piece.fd = -1;
+            --open_files_;
+        }
+        ++next_;
+    }
+    if (next_ == pieces_.size()) {
+        pieces_.clear();
+        next_ = 0;
+        buffer_.clear();
+    }
+    return true;
 }
 
 void OutputQueue::clear() {

@@ -71,6 +71,10 @@ class OutputQueue {
     };
     // Writes as much as `transport` takes; `written` counts the bytes that went out.
     Flush write_to(Transport &transport, uint64_t &written, int &error);
+    // Moves the first `n` bytes queued to the end of `dest` (file ranges are read into its buffer:
+    // HTTP/2 cuts a body into DATA frames). False when a file could not be read.
+    bool move_front_to(OutputQueue &dest, size_t n);
+
     // Drops everything (closing files); keeps the buffer's memory unless it grew large.
     void clear();
 

@@ -256,8 +256,10 @@ void Server::reload() {
     if (same_listeners)
         for (size_t i = 0; i < config_.listen.size(); ++i) {
             std::string hsts = config_.listen[i].tls.hsts;
+            bool offer_h2 = config_.listen[i].tls.offer_h2; // http2 waits for a restart
             config_.listen[i].tls = next.listen[i].tls;
             config_.listen[i].tls.hsts = hsts;
+            config_.listen[i].tls.offer_h2 = offer_h2;
         }
     reload_certificates();
     collect_generations();

@@ -1,7 +1,7 @@
 #include "worker.hpp"
 
-#include "http1/connection.hpp"
 #include "generation.hpp"
+#include "http1/connection.hpp"
 #include "listener.hpp"
 #include "log/log.hpp"
 #include "mailbox.hpp"
@@ -145,6 +145,18 @@ void Worker::switch_to(std::shared_ptr<const Generation> generation) {
     // Every generation before the new one may go once no held request runs on it.
     for (size_t i = generations_.size() - 1; i-- > 0;)
         retire_if_idle(generations_[i].get());
+    // Long-lived HTTP/2 connections are told to reconnect (GOAWAY), their open streams finishing.
+    for (ClientConnection *connection : all_connections())
+        connection->begin_drain(true);
+}
+
+std::vector<ClientConnection *> Worker::all_connections() const {
+    // Every connection sits on exactly one timeout list; collected first, since closing unlinks.
+    std::vector<ClientConnection *> all;
+    for (int i = 0; i < Timeouts::kLists; ++i)
+        for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next)
+            all.push_back(static_cast<ClientConnection *>(node));
+    return all;
 }
 
 void Worker::uv_on_generation_idle(WorkerGeneration *generation, void *data) {
@@ -236,14 +248,10 @@ void Worker::on_stop() {
 }
 
 void Worker::close_all_connections(bool force) {
-    // Every connection sits on exactly one timeout list; collect first, since closing unlinks.
-    std::vector<Connection *> all;
-    for (int i = 0; i < Timeouts::kLists; ++i)
-        for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next)
-            all.push_back(static_cast<Connection *>(node));
+    std::vector<ClientConnection *> all = all_connections();
     // A connection closing calls check_drain, which could close others still in `all`: not now.
     sweeping_connections_ = true;
-    for (Connection *connection : all) {
+    for (ClientConnection *connection : all) {
         if (force)
             connection->abort();
         else
@@ -259,18 +267,18 @@ void Worker::check_drain() {
     for (int i = 0; i < Timeouts::kLists; ++i)
         if (i != kKeepaliveTimeout && i != kLingerTimeout && !context_->timeouts.list(i).empty())
             for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next)
-                if (!static_cast<Connection *>(node)->idle())
+                if (!static_cast<ClientConnection *>(node)->idle())
                     return; // still answering someone: idle connections stay for requests on their way
-    std::vector<Connection *> idle;
+    std::vector<ClientConnection *> idle;
     for (int i = 0; i < Timeouts::kLists; ++i)
         for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next) {
-            auto *connection = static_cast<Connection *>(node);
+            auto *connection = static_cast<ClientConnection *>(node);
             if (!connection->idle())
                 return;
             idle.push_back(connection);
         }
     sweeping_connections_ = true;
-    for (Connection *connection : idle)
+    for (ClientConnection *connection : idle)
         connection->abort();
     sweeping_connections_ = false;
 }

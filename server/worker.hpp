@@ -65,6 +65,7 @@ class Worker {
     int close_loop();
     void on_stop();
     void close_all_connections(bool force);
+    std::vector<ClientConnection *> all_connections() const;
     void on_drained();
     // Draining: once no connection has work left, closes the idle ones.
     void check_drain();

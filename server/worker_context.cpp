@@ -1,7 +1,6 @@
 #include "worker_context.hpp"
 
 #include "held_answers.hpp"
-#include "http1/connection.hpp"
 #include "mailbox.hpp"
 
 namespace trellis {
@@ -65,8 +64,8 @@ void WorkerContext::deliver_mail(MailSlot *slot, unsigned bits) {
 }
 
 void WorkerContext::on_timeout(TimeoutNode *node, int list_index, void *) {
-    // Every node on a worker's lists is a Connection (it inherits TimeoutNode).
-    static_cast<Connection *>(node)->on_timeout(static_cast<TimeoutKind>(list_index));
+    // Every node on a worker's lists is a connection.
+    static_cast<ClientConnection *>(node)->on_timeout(static_cast<TimeoutKind>(list_index));
 }
 
 } // namespace trellis

@@ -33,6 +33,23 @@ enum TimeoutKind : int {
     kHandlerTimeout,       // a plugin holds the request without answering: 504
 };
 
+// What the worker asks of every client connection, whatever its protocol. Each open connection
+// sits on exactly one of the worker's timeout lists, which is how the worker finds them all.
+class ClientConnection : public TimeoutNode {
+  public:
+    // A timeout of this connection expired (it has left its list).
+    virtual void on_timeout(TimeoutKind kind) = 0;
+    // Shutdown (or a reload, `reload` true): finish what is in progress, take nothing new.
+    virtual void begin_drain(bool reload = false) = 0;
+    // Shutdown deadline: close whatever state it is in.
+    virtual void abort() = 0;
+    // Nothing in progress (draining may close it).
+    virtual bool idle() const = 0;
+
+  protected:
+    ~ClientConnection() = default;
+};
+
 // Pooled per-connection working state, lent to a connection only while it has work.
 class WorkerContext;
 

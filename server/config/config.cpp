@@ -190,10 +190,34 @@ void check_listen_address(const Reader &r, const std::string &address, const std
                         address + "\"");
 }
 
-ListenConfig parse_listen(const Reader &r, const json &value, const std::string &ptr,
-                          const std::string &base_dir, const TlsConfig *top_tls) {
+// Reads an "http2" object over `http2` (the top-level settings when this is a listener's override).
+void parse_http2(const Reader &r, const json &value, const std::string &ptr, Http2Config &http2) {
     r.object(value, ptr);
-    r.only_keys(value, ptr, {"address", "port", "transport", "redirect_to_https", "tls"});
+    r.only_keys(value, ptr,
+                {"enabled", "max_concurrent_streams", "initial_window_size", "max_frame_size",
+                 "max_header_list_size"});
+    if (value.contains("enabled"))
+        http2.enabled = boolean(r, value["enabled"], ptr + "/enabled");
+    if (value.contains("max_concurrent_streams"))
+        http2.max_concurrent_streams = static_cast<uint32_t>(
+            r.integer(value["max_concurrent_streams"], ptr + "/max_concurrent_streams", 1, 1000000));
+    // RFC 9113 section 6.5.2: the largest window is 2^31-1, frames are 2^14 to 2^24-1 bytes.
+    if (value.contains("initial_window_size"))
+        http2.initial_window_size = static_cast<uint32_t>(
+            r.integer(value["initial_window_size"], ptr + "/initial_window_size", 0, 2147483647));
+    if (value.contains("max_frame_size"))
+        http2.max_frame_size = static_cast<uint32_t>(
+            r.integer(value["max_frame_size"], ptr + "/max_frame_size", 16384, 16777215));
+    if (value.contains("max_header_list_size"))
+        http2.max_header_list_size = static_cast<uint32_t>(
+            r.integer(value["max_header_list_size"], ptr + "/max_header_list_size", 1024, 16777216));
+}
+
+ListenConfig parse_listen(const Reader &r, const json &value, const std::string &ptr,
+                          const std::string &base_dir, const TlsConfig *top_tls,
+                          const Http2Config &top_http2) {
+    r.object(value, ptr);
+    r.only_keys(value, ptr, {"address", "port", "transport", "redirect_to_https", "tls", "http2"});
     ListenConfig listen;
     if (value.contains("address")) {
         listen.address = r.nonempty_string(value["address"], ptr + "/address");
@@ -236,6 +260,10 @@ ListenConfig parse_listen(const Reader &r, const json &value, const std::string 
         listen.tls = *top_tls;
     if (value.contains("tls"))
         parse_tls(r, value["tls"], ptr + "/tls", base_dir, listen.tls);
+    listen.http2 = top_http2;
+    if (value.contains("http2"))
+        parse_http2(r, value["http2"], ptr + "/http2", listen.http2);
+    listen.tls.offer_h2 = listen.http2.enabled;
     if (listen.transport != TransportKind::Plain) {
         if (listen.tls.certificates.empty())
             r.fail(ptr, "transport \"" +
@@ -420,10 +448,13 @@ void parse_listeners(const Reader &r, const json &root, Config &config) {
         config.has_tls = true;
         parse_tls(r, root["tls"], "/tls", config.base_dir, top_tls);
     }
+    Http2Config top_http2;
+    if (root.contains("http2"))
+        parse_http2(r, root["http2"], "/http2", top_http2);
     for (size_t i = 0; i < listen.size(); ++i) {
         std::string ptr = "/listen/" + std::to_string(i);
         config.listen.push_back(
-            parse_listen(r, listen[i], ptr, config.base_dir, config.has_tls ? &top_tls : nullptr));
+            parse_listen(r, listen[i], ptr, config.base_dir, config.has_tls ? &top_tls : nullptr, top_http2));
         // SO_REUSEPORT would let both bind and split the connections between them silently.
         for (size_t j = 0; j < i; ++j)
             if (config.listen[j].port != 0 && config.listen[j].port == config.listen[i].port &&
@@ -480,7 +511,7 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     r.object(root, "");
     r.only_keys(root, "",
                 {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level",
-                 "tls", "thread_pool", "error_log"});
+                 "tls", "thread_pool", "error_log", "http2"});
 
     Config config;
     config.source_path = source_path;
@@ -514,12 +545,20 @@ std::vector<std::string> restart_only_changes(const Config &running, const Confi
     // A listener's TLS settings are applied by a reload (certificates, client_auth, sessions), all
     // but HSTS, which connections read from the listener itself.
     auto without_tls = [](std::vector<ListenConfig> listen) {
-        for (ListenConfig &l : listen)
+        for (ListenConfig &l : listen) {
             l.tls = {};
+            l.http2 = {};
+        }
         return listen;
     };
     if (without_tls(running.listen) != without_tls(next.listen))
         keys.push_back("listen");
+    // HTTP/2 settings are advertised once per connection, and ALPN belongs to the listener.
+    bool http2_changed = running.listen.size() != next.listen.size();
+    for (size_t i = 0; i < running.listen.size() && i < next.listen.size(); ++i)
+        http2_changed = http2_changed || running.listen[i].http2 != next.listen[i].http2;
+    if (http2_changed && keys.empty())
+        keys.push_back("http2");
     if (running.workers != next.workers)
         keys.push_back("workers");
     if (running.thread_pool != next.thread_pool)

@@ -35,7 +35,8 @@ struct TlsConfig {
     std::string client_ca; // resolved path; required unless client_auth is none
     bool session_tickets = true;
     uint32_t session_timeout_s = 3600;
-    std::string hsts; // Strict-Transport-Security value; empty = not sent
+    std::string hsts;     // Strict-Transport-Security value; empty = not sent
+    bool offer_h2 = true; // ALPN offers "h2" before "http/1.1" (the listener's http2.enabled)
 
     bool operator==(const TlsConfig &) const = default;
 };
@@ -50,12 +51,25 @@ struct RedirectToHttps {
     bool operator==(const RedirectToHttps &) const = default;
 };
 
+// "http2", at the top level and per listener (whose keys override): HTTP/2 by ALPN on TLS and by
+// prior knowledge in the clear, and the SETTINGS it advertises.
+struct Http2Config {
+    bool enabled = true;
+    uint32_t max_concurrent_streams = 128;
+    uint32_t initial_window_size = 65535; // of each stream, for request bodies
+    uint32_t max_frame_size = 16384;
+    uint32_t max_header_list_size = 65536; // decoded, as RFC 9113 counts it (name + value + 32)
+
+    bool operator==(const Http2Config &) const = default;
+};
+
 struct ListenConfig {
     std::string address = "0.0.0.0";
     uint16_t port = 8080;
     TransportKind transport = TransportKind::Plain;
     RedirectToHttps redirect_to_https;
-    TlsConfig tls; // effective settings, used when transport is tls or auto
+    TlsConfig tls;     // effective settings, used when transport is tls or auto
+    Http2Config http2; // effective settings
 
     bool operator==(const ListenConfig &) const = default;
 };

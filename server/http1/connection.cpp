@@ -3,6 +3,7 @@
 #include "dispatch.hpp"
 #include "held_answers.hpp"
 #include "http1/response_writer.hpp"
+#include "http2/connection.hpp"
 #include "log/log.hpp"
 #include "plugin/loader.hpp"
 #include "responses.hpp"
@@ -20,6 +21,8 @@ constexpr size_t kMaxQueuedOutput = 1 << 20;
 // ... or while this many files wait to be sent: each holds a descriptor.
 constexpr size_t kMaxQueuedFiles = 8;
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+// The start of an HTTP/2 client's connection preface (RFC 9113 section 3.4).
+constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 } // namespace
 
@@ -103,6 +106,8 @@ Connection::Connection(WorkerContext &worker, Transport *transport, const sockad
 }
 
 Connection::~Connection() {
+    if (handed_over_)
+        return;
     // TLS first: a reader computing plain = open - tls never sees tls > open.
     if (counted_tls_)
         worker_.stats.connections_tls.sub();
@@ -161,7 +166,9 @@ void Connection::abort() {
     close_now();
 }
 
-void Connection::begin_drain() {
+void Connection::begin_drain(bool reload) {
+    if (reload)
+        return; // an HTTP/1.1 connection has nothing to renegotiate
     Guard guard(this);
     if (state_ == State::Lingering) {
         close_now();
@@ -326,6 +333,18 @@ void Connection::on_read(size_t n) {
     // connection is idle again before update_timeout looks.
     if (list == &worker_.timeout_list(kKeepaliveTimeout))
         TimeoutList::remove(*this);
+    if (!protocol_decided_) {
+        Protocol protocol = protocol_of_first_bytes();
+        if (protocol == Protocol::Undecided) {
+            update_timeout(); // part of a preface: the rest decides
+            return;
+        }
+        protocol_decided_ = true;
+        if (protocol == Protocol::Http2) {
+            hand_over_to_http2();
+            return;
+        }
+    }
     process_input();
     if (state_ != State::Closed && session_ && body_too_slow()) {
         // Every byte restarts the between-reads timer, so a trickle would never time out: cut it.
@@ -334,6 +353,29 @@ void Connection::on_read(size_t n) {
         return;
     }
     update_timeout();
+}
+
+Connection::Protocol Connection::protocol_of_first_bytes() const {
+    if (const TlsFacts *tls = transport_->tls_facts())
+        return tls->alpn == "h2" ? Protocol::Http2 : Protocol::Http1; // ALPN offers h2 only when enabled
+    if (!listen_ || !listen_->http2.enabled)
+        return Protocol::Http1;
+    std::string_view received(session_->read_buffer.get(), session_->read_end);
+    size_t n = std::min(received.size(), kHttp2Preface.size());
+    if (received.substr(0, n) != kHttp2Preface.substr(0, n))
+        return Protocol::Http1;
+    return n == kHttp2Preface.size() ? Protocol::Http2 : Protocol::Undecided;
+}
+
+void Connection::hand_over_to_http2() {
+    std::string_view received(session_->read_buffer.get(), session_->read_end);
+    handed_over_ = true;
+    TimeoutList::remove(*this);
+    Transport *transport = transport_;
+    transport_ = nullptr;
+    http2::Connection::start(worker_, transport, peer_, listen_, received, counted_tls_);
+    release_session();      // after: `received` is in its buffer
+    state_ = State::Closed; // freed when this callback returns; the transport is not ours to close
 }
 
 bool Connection::body_too_slow() const {

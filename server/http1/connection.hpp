@@ -44,7 +44,7 @@ struct ActiveSession {
     void reset_for_reuse();
 };
 
-class Connection final : public TimeoutNode,
+class Connection final : public ClientConnection,
                          public TransportEvents,
                          public ExchangeOwner,
                          http1::RequestSink {
@@ -54,16 +54,15 @@ class Connection final : public TimeoutNode,
     static Connection *start(WorkerContext &worker, Transport *transport, const sockaddr *peer,
                              const ListenConfig *listen = nullptr);
 
-    // Called by the worker when a timeout of this connection expires.
-    void on_timeout(TimeoutKind kind);
+    // ClientConnection
+    void on_timeout(TimeoutKind kind) override;
     // Shutdown: close now if idle; otherwise the request in progress is answered with
-    // "Connection: close" and the connection closes after it.
-    void begin_drain();
-    // Shutdown deadline: close whatever state it is in.
-    void abort();
+    // "Connection: close" and the connection closes after it. A reload changes nothing.
+    void begin_drain(bool reload = false) override;
+    void abort() override;
     // Nothing in progress: no request, no answer, no handler, and no bytes of a request waiting in
-    // the socket (draining may close it).
-    bool idle() const {
+    // the socket.
+    bool idle() const override {
         return !session_ && state_ != State::Closed && !(transport_ && transport_->has_unread_input());
     }
 
@@ -128,6 +127,10 @@ class Connection final : public TimeoutNode,
     void compact_read_buffer();
     void shift_request_to_front();
     void acquire_session();
+    // The first bytes (or ALPN) decide: HTTP/2 takes the transport over.
+    enum class Protocol { Http1, Http2, Undecided };
+    Protocol protocol_of_first_bytes() const;
+    void hand_over_to_http2();
     // Output.
     void flush();
     void after_flush();
@@ -161,6 +164,8 @@ class Connection final : public TimeoutNode,
     bool write_blocked_ = false;
     bool tls_checked_ = false; // looked at the transport once bytes came (auto listeners decide late)
     bool counted_tls_ = false;
+    bool protocol_decided_ = false;
+    bool handed_over_ = false; // the HTTP/2 connection counts this connection from now on
 };
 
 } // namespace trellis

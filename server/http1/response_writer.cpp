@@ -1,6 +1,7 @@
 #include "http1/response_writer.hpp"
 
 #include "http/request.hpp"
+#include "http/response_fields.hpp"
 #include "http/status_text.hpp"
 
 #include <charconv>
@@ -13,19 +14,6 @@ void append_number(std::string &out, uint64_t value) {
     char digits[24];
     auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
     out.append(digits, end);
-}
-
-// A 304 stands for a representation the client already has (RFC 9110 section 15.4.5): it keeps
-// what a cache updates (ETag, Cache-Control, Expires, Vary, Content-Location, and Last-Modified,
-// as nginx sends it) and whatever else a plugin set (Set-Cookie, its own fields), but never the
-// fields that describe a body it does not carry.
-bool describes_absent_body(std::string_view name) {
-    for (std::string_view body_field :
-         {"content-type", "content-encoding", "content-language", "content-length", "content-range",
-          "content-disposition", "accept-ranges", "x-content-type-options", "transfer-encoding"})
-        if (iequals(name, body_field))
-            return true;
-    return false;
 }
 
 void append_304_fields(std::string &out, std::string_view fields) {

@@ -321,7 +321,7 @@ void AccessLogBuffer::append_combined(const AccessLogEntry &e) {
     append_escaped(out, e.method);
     out += ' ';
     append_escaped(out, e.target);
-    out += e.version == 10 ? " HTTP/1.0\" " : " HTTP/1.1\" ";
+    out += e.version == 10 ? " HTTP/1.0\" " : e.version == 20 ? " HTTP/2.0\" " : " HTTP/1.1\" ";
     append_number(out, static_cast<uint64_t>(e.status));
     out += ' ';
     append_number(out, e.body_bytes);
@@ -356,8 +356,9 @@ void AccessLogBuffer::append_json(const AccessLogEntry &e) {
     append_json_string(out, e.method);
     out += ",\"target\":";
     append_json_string(out, e.target);
-    out +=
-        e.version == 10 ? ",\"protocol\":\"HTTP/1.0\",\"status\":" : ",\"protocol\":\"HTTP/1.1\",\"status\":";
+    out += e.version == 10   ? ",\"protocol\":\"HTTP/1.0\",\"status\":"
+           : e.version == 20 ? ",\"protocol\":\"HTTP/2.0\",\"status\":"
+                             : ",\"protocol\":\"HTTP/1.1\",\"status\":";
     append_number(out, static_cast<uint64_t>(e.status));
     out += ",\"body_bytes\":";
     append_number(out, e.body_bytes);

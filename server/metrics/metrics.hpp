@@ -66,7 +66,9 @@ struct alignas(64) WorkerStats {
     Counter connections_open;
     Counter connections_tls;    // open and on TLS
     Counter connections_active; // open and holding a session (not idle)
+    Counter connections_h2;     // open and speaking HTTP/2
     Counter requests;
+    Counter requests_h2;           // of requests, those on HTTP/2 streams
     Counter responses_by_class[6]; // index status / 100
     Counter bytes_in;
     Counter bytes_out;

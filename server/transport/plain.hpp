@@ -16,6 +16,7 @@ class PlainTransport : public Transport {
     static PlainTransport *create(uv_loop_t *loop, int fd);
 
     void start(TransportEvents *events) override;
+    void hand_over(TransportEvents *events) override { events_ = events; }
     void set_reading(bool on) override;
     void want_writable(bool on) override;
     ssize_t write(const struct iovec *iov, int count) override;

@@ -31,7 +31,9 @@ const int kCiphersuites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
                              0};
 const mbedtls_ecp_group_id kCurves[] = {MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1,
                                         MBEDTLS_ECP_DP_NONE};
-const char *kAlpn[] = {"http/1.1", nullptr};
+// The server's order wins in mbedTLS: h2 when the client offers it.
+const char *kAlpnWithH2[] = {"h2", "http/1.1", nullptr};
+const char *kAlpnHttp1[] = {"http/1.1", nullptr};
 
 // One entropy source for the process; mbedTLS locks it (MBEDTLS_THREADING_C).
 mbedtls_entropy_context &entropy() {
@@ -413,7 +415,7 @@ WorkerTls::WorkerTls(std::shared_ptr<const TlsContext> context, unsigned worker_
     mbedtls_ssl_conf_min_version(&config_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_ciphersuites(&config_, kCiphersuites);
     mbedtls_ssl_conf_curves(&config_, kCurves);
-    mbedtls_ssl_conf_alpn_protocols(&config_, kAlpn);
+    mbedtls_ssl_conf_alpn_protocols(&config_, context_->config().offer_h2 ? kAlpnWithH2 : kAlpnHttp1);
     mbedtls_ssl_conf_renegotiation(&config_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
     mbedtls_ssl_conf_legacy_renegotiation(&config_, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
     auto &ctx = const_cast<TlsContext &>(*context_);

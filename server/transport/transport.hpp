@@ -52,6 +52,8 @@ class Transport {
 
     // Starts delivering events; called once.
     virtual void start(TransportEvents *events) = 0;
+    // From now on events go to `events` (the protocol changed: HTTP/1.1 found HTTP/2's preface).
+    virtual void hand_over(TransportEvents *events) = 0;
     virtual void set_reading(bool on) = 0;
     virtual void want_writable(bool on) = 0;
     // Non-blocking writes. Each returns how many bytes were taken (possibly fewer than offered),

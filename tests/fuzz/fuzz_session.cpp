@@ -107,6 +107,7 @@ class FakeTransport final : public Transport {
     bool shut = false;
     bool closed = false;
 
+    void hand_over(TransportEvents *e) override { events = e; }
     void start(TransportEvents *e) override {
         if (events)
             fail("Transport::start called twice");

@@ -156,11 +156,11 @@ TEST_CASE("config: unknown keys") {
     SUBCASE("top level") {
         check_error(R"({"listen": [{"port": 1}], "colour": "red"})", "/colour",
                     "unknown key (expected one of: workers, plugin_dir, listen, limits, plugins, routes, "
-                    "access_log, log_level, tls, thread_pool, error_log)");
+                    "access_log, log_level, tls, thread_pool, error_log, http2)");
     }
     SUBCASE("in a listener") {
         check_error(R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
-                    "unknown key (expected one of: address, port, transport, redirect_to_https, tls)");
+                    "unknown key (expected one of: address, port, transport, redirect_to_https, tls, http2)");
     }
     SUBCASE("in limits") {
         check_error(R"({"listen": [{"port": 1}], "limits": {"max_bodies": 1}})", "/limits/max_bodies",

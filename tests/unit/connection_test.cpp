@@ -1,7 +1,7 @@
 // The HTTP session (Connection) over a fake transport, with the real hello and echo plugins behind
 // a real Router, on a real (but never blocking) libuv loop.
-#include "http1/connection.hpp"
 #include "http/http_date.hpp"
+#include "http1/connection.hpp"
 #include "mailbox.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
@@ -48,6 +48,7 @@ class FakeTransport final : public Transport {
     size_t written_at_shutdown = 0;
     ssize_t fail_with = 0; // when set, write() and send_file() return this negative errno
 
+    void hand_over(TransportEvents *e) override { events = e; }
     void start(TransportEvents *e) override {
         CHECK(events == nullptr); // once
         events = e;

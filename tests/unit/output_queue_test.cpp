@@ -24,6 +24,7 @@ class RecordingTransport final : public trellis::Transport {
     int fail_with = 0;
 
     void start(trellis::TransportEvents *) override {}
+    void hand_over(trellis::TransportEvents *) override {}
     void set_reading(bool) override {}
     void want_writable(bool) override {}
     ssize_t write(const struct iovec *iov, int count) override {
