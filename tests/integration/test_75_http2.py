@@ -362,7 +362,7 @@ HTTP2_CONFIG_ERRORS = [
     ("max_header_list_size_string", _set(["http2", "max_header_list_size"], "64k"),
      "/http2/max_header_list_size"),
     ("http2_not_object", _set(["http2"], True), "/http2"),
-    ("unknown_key", _set(["http2", "max_streams"], 5), "/http2"),
+    ("unknown_key", _set(["http2", "max_streams"], 5), "/http2", "max_streams"),
     ("listener_max_frame_size", _set(["listen", 0, "http2", "max_frame_size"], 1),
      "/listen/0/http2/max_frame_size"),
     ("listener_enabled_number", _set(["listen", 0, "http2", "enabled"], 1),
@@ -373,7 +373,7 @@ HTTP2_CONFIG_ERRORS = [
 class Settings(H2Case):
     @run_once
     def test_each_config_error_stops_check_and_start(self):
-        for name, mutate, pointer in HTTP2_CONFIG_ERRORS:
+        for name, mutate, pointer, *words in HTTP2_CONFIG_ERRORS:
             cfg = h2_config()
             mutate(cfg)
             d = self.tmp / name
@@ -387,6 +387,8 @@ class Settings(H2Case):
                     self.assertFalse(r.timed_out, f"did not exit on a bad config: {r}")
                     self.assertNotEqual(r.returncode, 0, r)
                     self.assertIn(pointer, r.output, r)
+                    for w in words:
+                        self.assertIn(w, r.output, r)
                     self.assertNotIn("listening on", r.output, r)
                     self.assertNotIn("configuration OK", r.output, r)
 
