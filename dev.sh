@@ -12,8 +12,11 @@ cd "$(dirname "$0")"
 # What building and testing needs, all from Debian 12.
 # For the fuzz stage: clang, libclang-rt-14-dev (libFuzzer's runtime, libclang_rt.fuzzer*.a, only
 # recommended by clang) and llvm (llvm-symbolizer, for file:line in the stacks of a crash report).
+# For the HTTP/2 tests: python3-h2 (with hpack, which tests/integration/h2client.py borrows from
+# Debian's dist-packages when another python3 runs the suite), nghttp2-client (nghttp, h2load).
 PACKAGES=(build-essential cmake pkg-config libuv1-dev node-llhttp libmbedtls-dev nlohmann-json3-dev
-          doctest-dev curl openssl python3 wrk clang libclang-rt-14-dev llvm)
+          doctest-dev curl openssl python3 wrk clang libclang-rt-14-dev llvm
+          python3-h2 nghttp2-client)
 JOBS=$(nproc)
 
 install_missing() {

@@ -16,6 +16,11 @@ Environment:
                               certificate for localhost/127.0.0.1 (openssl CLI, once per process),
                               the raw client speaks TLS (trusting only that CA, SNI "localhost") and
                               curl gets https URLs with --cacert.
+  TRELLIS_TEST_PROTOCOL       http1 (default) or h2: the HTTP version curl() asks for. With h2,
+                              curl() adds --http2-prior-knowledge to http:// URLs and --http2 to
+                              https:// ones (ALPN), unless the test names a version itself
+                              (--http1.0, --http1.1, --http2*); CurlResult.http_version says what
+                              was spoken. The raw-socket client (Conn) always speaks HTTP/1.x.
 """
 
 from __future__ import annotations
@@ -84,6 +89,12 @@ TRANSPORT = (os.environ.get("TRELLIS_TEST_TRANSPORT") or "plain").strip().lower(
 if TRANSPORT not in TRANSPORTS:
     raise SystemExit(f"TRELLIS_TEST_TRANSPORT must be one of {TRANSPORTS}, got {TRANSPORT!r}")
 TLS = TRANSPORT != "plain"  # the suite's listeners speak TLS (tls, or auto used with TLS)
+PROTOCOLS = ("http1", "h2")
+PROTOCOL = (os.environ.get("TRELLIS_TEST_PROTOCOL") or "http1").strip().lower()
+if PROTOCOL not in PROTOCOLS:
+    raise SystemExit(f"TRELLIS_TEST_PROTOCOL must be one of {PROTOCOLS}, got {PROTOCOL!r}")
+_CURL_VERSION_FLAGS = ("--http1.0", "--http1.1", "--http2", "--http2-prior-knowledge", "--http3",
+                       "-0")
 # The exact listening line base_config()'s listener logs, per transport.
 LISTENING_LINE_RE = {
     "plain": r"\[info\] listening on http://127\.0\.0\.1:\d+$",
@@ -854,6 +865,13 @@ class CurlResult:
     def header_all(self, name):
         return [v for k, v in self.headers if k.lower() == name.lower()]
 
+    @property
+    def http_version(self) -> str | None:
+        """"1.1", "2", ... from the status line of the last head, None without one."""
+        if not self.all_heads:
+            return None
+        return self.all_heads[-1].split(b" ", 1)[0].decode("latin-1").partition("/")[2] or None
+
     def __repr__(self):
         return (f"<CurlResult rc={self.returncode} status={self.status} headers={self.headers!r} "
                 f"body({len(self.body)})={self.body[:200]!r} stderr={self.stderr!r}>")
@@ -870,6 +888,8 @@ def curl(url: str, *args: str, timeout: float = 15.0, input: bytes | None = None
             extra += ["--cacert", str(suite_pki().ca.cert)]
         if u.hostname == "localhost" and u.port and "--resolve" not in args:
             extra += ["--resolve", f"localhost:{u.port}:{LOOPBACK}"]
+    if PROTOCOL == "h2" and not any(a in _CURL_VERSION_FLAGS for a in args):
+        extra.append("--http2" if u.scheme == "https" else "--http2-prior-knowledge")
     with tempfile.TemporaryDirectory(prefix="trellis-curl-") as d:
         hdr, body = os.path.join(d, "h"), os.path.join(d, "b")
         cmd = ["curl", "-q", "-sS", "--noproxy", "*", "--max-time", str(timeout),
