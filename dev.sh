@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 # Debian's dist-packages when another python3 runs the suite), nghttp2-client (nghttp, h2load).
 PACKAGES=(build-essential cmake pkg-config libuv1-dev node-llhttp libmbedtls-dev nlohmann-json3-dev
           doctest-dev curl openssl python3 wrk clang libclang-rt-14-dev llvm
-          python3-h2 nghttp2-client)
+          libnghttp2-dev python3-h2 nghttp2-client)
 JOBS=$(nproc)
 
 install_missing() {

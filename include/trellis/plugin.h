@@ -174,7 +174,7 @@ typedef struct trellis_host {
     /* Host the request is for (Host header, or the authority of an absolute-form target), port
      * removed and lower-cased; empty for HTTP/1.0 requests without Host. */
     trellis_str (*request_host)(const trellis_request *req);
-    /* HTTP version: 10 for HTTP/1.0, 11 for HTTP/1.1. */
+    /* HTTP version: 10 for HTTP/1.0, 11 for HTTP/1.1, 20 for a stream of an HTTP/2 connection. */
     int (*request_version)(const trellis_request *req);
     /* First header named `name` (case-insensitive). Returns 1 and sets *value, or 0. */
     int (*request_header)(const trellis_request *req, const char *name, size_t name_len, trellis_str *value);

@@ -100,8 +100,10 @@ static int echo_on_request(void *instance, trellis_request *req) {
     buffer b = {0};
     char peer[64];
     size_t peer_len = h->request_peer(req, peer, sizeof peer);
-    trellis_str version =
-        h->request_version(req) == 10 ? (trellis_str){"HTTP/1.0", 8} : (trellis_str){"HTTP/1.1", 8};
+    int number = h->request_version(req);
+    trellis_str version = number == 10   ? (trellis_str){"HTTP/1.0", 8}
+                          : number == 20 ? (trellis_str){"HTTP/2.0", 8}
+                                         : (trellis_str){"HTTP/1.1", 8};
 
     put(&b, "{", 1);
     put_field(&b, "method", h->request_method(req), 1);

@@ -66,6 +66,7 @@ RouteTotals sum_route(const RouteStats &route) {
 
 struct Totals {
     uint64_t accepted = 0, rejected = 0, open = 0, tls = 0, active = 0, requests = 0, in = 0, out = 0;
+    uint64_t h2_open = 0, h2_requests = 0;
     uint64_t by_class[6] = {};
 };
 
@@ -127,6 +128,8 @@ static Totals sum_workers(const std::vector<std::unique_ptr<WorkerStats>> &worke
         t.tls += w->connections_tls.get();
         t.active += w->connections_active.get();
         t.requests += w->requests.get();
+        t.h2_open += w->connections_h2.get();
+        t.h2_requests += w->requests_h2.get();
         t.in += w->bytes_in.get();
         t.out += w->bytes_out.get();
         for (int i = 0; i < 6; ++i)
@@ -148,10 +151,12 @@ std::string ServerMetrics::render_json() const {
                   uptime, generation_.load(), reloads_.load(), reload_failures_.load());
     append_format(out,
                   "\"connections\":{\"open\":%" PRIu64 ",\"idle\":%" PRIu64 ",\"active\":%" PRIu64
-                  ",\"plain\":%" PRIu64 ",\"tls\":%" PRIu64 ",\"accepted\":%" PRIu64 ",\"rejected\":%" PRIu64
-                  "},",
-                  t.open, idle, t.open - idle, t.open - t.tls, t.tls, t.accepted, t.rejected);
-    append_format(out, "\"requests\":{\"total\":%" PRIu64, t.requests);
+                  ",\"plain\":%" PRIu64 ",\"tls\":%" PRIu64 ",\"h2\":%" PRIu64 ",\"accepted\":%" PRIu64
+                  ",\"rejected\":%" PRIu64 "},",
+                  t.open, idle, t.open - idle, t.open - t.tls, t.tls, std::min(t.h2_open, t.open), t.accepted,
+                  t.rejected);
+    append_format(out, "\"requests\":{\"total\":%" PRIu64 ",\"h1\":%" PRIu64 ",\"h2\":%" PRIu64, t.requests,
+                  t.requests - std::min(t.h2_requests, t.requests), t.h2_requests);
     for (int i = 1; i < 6; ++i)
         append_format(out, ",\"%dxx\":%" PRIu64, i, t.by_class[i]);
     append_format(out, "},\"bytes\":{\"in\":%" PRIu64 ",\"out\":%" PRIu64 "},", t.in, t.out);
@@ -231,6 +236,16 @@ void ServerMetrics::append_prometheus_server(std::string &out) const {
     append_family(out, "trellis_connections_open", "gauge", "Open client connections, by transport.");
     append_format(out, "trellis_connections_open{transport=\"plain\"} %" PRIu64 "\n", t.open - t.tls);
     append_format(out, "trellis_connections_open{transport=\"tls\"} %" PRIu64 "\n", t.tls);
+    append_family(out, "trellis_connections_protocol", "gauge", "Open client connections, by HTTP version.");
+    uint64_t h2_open = std::min(t.h2_open, t.open);
+    append_format(out, "trellis_connections_protocol{protocol=\"h1\"} %" PRIu64 "\n", t.open - h2_open);
+    append_format(out, "trellis_connections_protocol{protocol=\"h2\"} %" PRIu64 "\n", h2_open);
+    append_family(out, "trellis_requests_protocol_total", "counter",
+                  "Requests (HTTP/2: streams) parsed, by HTTP version.");
+    uint64_t h2_requests = std::min(t.h2_requests, t.requests);
+    append_format(out, "trellis_requests_protocol_total{protocol=\"h1\"} %" PRIu64 "\n",
+                  t.requests - h2_requests);
+    append_format(out, "trellis_requests_protocol_total{protocol=\"h2\"} %" PRIu64 "\n", h2_requests);
     append_family(out, "trellis_connections_idle", "gauge", "Open connections waiting between requests.");
     append_format(out, "trellis_connections_idle %" PRIu64 "\n", t.open > t.active ? t.open - t.active : 0);
     append_family(out, "trellis_connections_accepted_total", "counter", "Connections accepted.");
