@@ -18,7 +18,8 @@ Environment:
                               curl gets https URLs with --cacert.
   TRELLIS_TEST_PROTOCOL       http1 (default) or h2: the HTTP version curl() asks for. With h2,
                               curl() adds --http2-prior-knowledge to http:// URLs and --http2 to
-                              https:// ones (ALPN), unless the test names a version itself
+                              https:// ones (ALPN); with http1, --http1.1 to https:// ones (curl
+                              would offer h2 by ALPN); unless the test names a version itself
                               (--http1.0, --http1.1, --http2*); CurlResult.http_version says what
                               was spoken. The raw-socket client (Conn) always speaks HTTP/1.x.
 """
@@ -888,8 +889,13 @@ def curl(url: str, *args: str, timeout: float = 15.0, input: bytes | None = None
             extra += ["--cacert", str(suite_pki().ca.cert)]
         if u.hostname == "localhost" and u.port and "--resolve" not in args:
             extra += ["--resolve", f"localhost:{u.port}:{LOOPBACK}"]
-    if PROTOCOL == "h2" and not any(a in _CURL_VERSION_FLAGS for a in args):
-        extra.append("--http2" if u.scheme == "https" else "--http2-prior-knowledge")
+    if not any(a in _CURL_VERSION_FLAGS for a in args):
+        if PROTOCOL == "h2":
+            extra.append("--http2" if u.scheme == "https" else "--http2-prior-knowledge")
+        elif u.scheme == "https":
+            # curl offers h2 by ALPN on its own, and the server takes it: the HTTP/1.1 pass
+            # asks for HTTP/1.1.
+            extra.append("--http1.1")
     with tempfile.TemporaryDirectory(prefix="trellis-curl-") as d:
         hdr, body = os.path.join(d, "h"), os.path.join(d, "b")
         cmd = ["curl", "-q", "-sS", "--noproxy", "*", "--max-time", str(timeout),
@@ -906,6 +912,10 @@ def curl(url: str, *args: str, timeout: float = 15.0, input: bytes | None = None
             if ":" in line:
                 k, v = line.split(":", 1)
                 headers.append((k.strip(), v.strip()))
+    if PROTOCOL == "h2" and heads and not any(a in _CURL_VERSION_FLAGS for a in args) and \
+            not heads[-1].startswith(b"HTTP/2 "):
+        # The h2 pass must really be HTTP/2: a server that fell back to HTTP/1.1 fails it.
+        raise ProtocolError(f"TRELLIS_TEST_PROTOCOL=h2 but curl spoke {heads[-1][:12]!r}")
     return CurlResult(p.returncode, status, headers, data, p.stderr.decode(errors="replace"), heads)
 
 
