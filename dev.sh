@@ -119,7 +119,7 @@ tsan)
     build build-tsan -DTRELLIS_SANITIZE=thread -DCMAKE_BUILD_TYPE=RelWithDebInfo
     TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
         ctest --test-dir build-tsan --output-on-failure -j1 \
-        -R 'unit|test_50|test_55|test_60|test_62|test_65|test_66|test_67|test_90'
+        -R 'unit|test_50|test_55|test_60|test_62|test_65|test_66|test_67|test_75|test_90'
     ;;
 *)
     echo "usage: ./dev.sh run | test | fuzz [seconds] | tsan" >&2

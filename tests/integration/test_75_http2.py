@@ -370,6 +370,35 @@ HTTP2_CONFIG_ERRORS = [
 ]
 
 
+class DefaultSite(TrellisTestCase):
+    @run_once
+    def test_the_default_server_json_serves_the_site_over_h2(self):
+        """The repository's server.json, only its ports made ephemeral and its paths absolute:
+        HTTP/2 needs no configuration (ALPN h2 on the tls listener, prior knowledge on plain)."""
+        cfg = json.loads((harness.SOURCE_DIR / "server.json").read_text())
+        for listener in cfg["listen"]:
+            listener["address"], listener["port"] = LOOPBACK, 0
+        cfg["plugin_dir"] = str(harness.PLUGIN_DIR)
+        for plugin in cfg["plugins"]:
+            if plugin.get("config", {}).get("root") == "www":
+                plugin["config"]["root"] = str(harness.SOURCE_DIR / "www")
+        cfg["access_log"] = "off"
+        self.assertNotIn("http2", json.dumps(cfg), "the default configuration says nothing of HTTP/2")
+        s = self.start_server(cfg)
+        tls = s.transports.index("tls")
+        plain = s.transports.index("plain")
+        index = (harness.SOURCE_DIR / "www" / "index.html").read_bytes()
+        certificate = s.dir / "certs" / "site.crt"  # made at the first start (self_signed_if_missing)
+        port = s.listeners[tls][1]
+        r = harness.curl(f"https://localhost:{port}/", "--http2", "--cacert", str(certificate))
+        self.assertEqual((r.returncode, r.status, r.http_version), (0, 200, "2"), r)
+        self.assertEqual(r.body, index)
+        out = subprocess.run(["nghttp", "-n", "-s", f"http://{LOOPBACK}:{s.listeners[plain][1]}/"],
+                             capture_output=True, text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertRegex(out.stdout, r"\b200\b")
+
+
 class Settings(H2Case):
     @run_once
     def test_each_config_error_stops_check_and_start(self):
