@@ -150,6 +150,12 @@ void abandon_held(Exchange &ex, bool client_left) {
     }
 }
 
+void detach_finished(Exchange &ex) {
+    ex.held.mark_gone();
+    ex.owner = nullptr;
+    ex.held.orphaned = true;
+}
+
 bool deliver_orphan_mail(Exchange &ex, unsigned bits) {
     if (ex.owner)
         return false;

@@ -24,6 +24,10 @@ void notify_plugin_writable(Exchange &ex);
 // left), the plugin hears on_abort, and the exchange waits for its release (deliver_mail).
 void abandon_held(Exchange &ex, bool client_left);
 
+// The protocol goes away after the whole answer went out, while the plugin has not released the
+// request yet: nothing is aborted or logged again; the exchange waits for the release.
+void detach_finished(Exchange &ex);
+
 // A mailbox delivery for an exchange whose owner has gone: recycled once the plugin lets go.
 // Returns false when the exchange still has an owner (the owner's on_mail takes the mail).
 bool deliver_orphan_mail(Exchange &ex, unsigned bits);

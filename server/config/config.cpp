@@ -201,10 +201,11 @@ void parse_http2(const Reader &r, const json &value, const std::string &ptr, Htt
     if (value.contains("max_concurrent_streams"))
         http2.max_concurrent_streams = static_cast<uint32_t>(
             r.integer(value["max_concurrent_streams"], ptr + "/max_concurrent_streams", 1, 1000000));
-    // RFC 9113 section 6.5.2: the largest window is 2^31-1, frames are 2^14 to 2^24-1 bytes.
+    // RFC 9113 section 6.5.2: the largest window is 2^31-1, frames are 2^14 to 2^24-1 bytes. A
+    // window of 0 would never let a request body in (credit returns only as bodies are taken).
     if (value.contains("initial_window_size"))
         http2.initial_window_size = static_cast<uint32_t>(
-            r.integer(value["initial_window_size"], ptr + "/initial_window_size", 0, 2147483647));
+            r.integer(value["initial_window_size"], ptr + "/initial_window_size", 1, 2147483647));
     if (value.contains("max_frame_size"))
         http2.max_frame_size = static_cast<uint32_t>(
             r.integer(value["max_frame_size"], ptr + "/max_frame_size", 16384, 16777215));

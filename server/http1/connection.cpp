@@ -304,7 +304,9 @@ std::span<char> Connection::on_read_buffer() {
     ActiveSession &s = *session_;
     // While a response waits for the socket or input is left unparsed, take nothing more: the
     // client is held back by TCP instead of by our memory.
-    if (write_blocked_ || s.parse_pos < s.read_end || s.read_end == s.read_capacity)
+    // (Bytes that may be the start of HTTP/2's preface wait unparsed for the rest of it.)
+    bool unparsed = protocol_decided_ && s.parse_pos < s.read_end;
+    if (write_blocked_ || unparsed || s.read_end == s.read_capacity)
         return {};
     return {s.read_buffer.get() + s.read_end, s.read_capacity - s.read_end};
 }

@@ -100,6 +100,8 @@ void Connection::start(WorkerContext &worker, Transport *transport, const sockad
         return;
     }
     connection->receive(received.data(), received.size());
+    if (worker.draining)
+        connection->begin_drain(false); // arrived during shutdown: its streams finish, no more
     connection->send_pending();
 }
 
@@ -179,8 +181,7 @@ void Connection::close_now() {
         return;
     state_ = State::Closed;
     TimeoutList::remove(*this);
-    std::vector<Stream *> open;
-    open.swap(streams_);
+    std::vector<Stream *> open = streams_;
     dirty_.clear();
     for (Stream *stream : open)
         forget(*stream, peer_done_);
@@ -194,16 +195,17 @@ void Connection::close_now() {
 }
 
 void Connection::forget(Stream &stream, bool reset_by_peer) {
-    std::erase(streams_, &stream);
+    bool was_open = std::erase(streams_, &stream) > 0;
     std::erase(dirty_, &stream);
     if (session_ && state_ != State::Closed)
         nghttp2_session_set_stream_user_data(session_, stream.id, nullptr);
-    if (streams_.empty()) {
+    if (was_open && streams_.empty()) {
         idle_since_ms_ = worker_.timeouts.now();
         worker_.stats.connections_active.sub();
     }
     // A stream a plugin still holds stays with the plugin (see Stream::on_closed); the rest goes
     // once no callback of this connection is on the stack.
+    stream.drop_pending_body();
     stream.on_closed(reset_by_peer);
     if (!stream.exchange.held.orphaned)
         dead_.push_back(&stream);
@@ -253,12 +255,17 @@ void Connection::calm_down(const char *why) {
 // ---------------------------------------------------------------------------------------------
 // Input
 
-std::span<char> Connection::on_read_buffer() {
+// One read buffer per worker thread: nghttp2 takes every byte of a read before it returns.
+static char *read_buffer() {
     static thread_local char buffer[kReadBufferBytes];
-    // nghttp2 takes every byte at once; what backs up is the output, and then the peer waits.
+    return buffer;
+}
+
+std::span<char> Connection::on_read_buffer() {
+    // What backs up is the output; then the peer waits.
     if (state_ == State::Closed || output_.buffered_bytes() >= kOutputHighWater)
         return {};
-    return {buffer, sizeof buffer};
+    return {read_buffer(), kReadBufferBytes};
 }
 
 void Connection::on_read(size_t n) {
@@ -268,7 +275,7 @@ void Connection::on_read(size_t n) {
         return;
     }
     worker_.stats.bytes_in.add(n);
-    receive(on_read_buffer().data(), n);
+    receive(read_buffer(), n);
     send_pending();
 }
 
@@ -500,12 +507,14 @@ uint64_t Connection::next_deadline(TimeoutKind &kind) const {
         const Exchange &ex = stream->exchange;
         if (stream->window_wait_ms)
             consider(kSendTimeout, stream->window_wait_ms + limits.send_timeout_ms);
-        if ((ex.held.held() || ex.stream.active) && !ex.held.gave_up)
+        if (!stream->head_complete)
+            consider(kHeaderTimeout, stream->activity_ms + limits.header_timeout_ms);
+        else if ((ex.held.held() || ex.stream.active) && !ex.held.gave_up)
             consider(kHandlerTimeout, stream->activity_ms + limits.handler_timeout_ms);
         else if (!stream->request_complete && !ex.body_paused && !ex.request.answered)
             consider(kBodyTimeout, stream->activity_ms + limits.body_timeout_ms);
     }
-    if (streams_.empty())
+    if (streams_.empty() && state_ == State::Open)
         consider(kKeepaliveTimeout, idle_since_ms_ + limits.keepalive_timeout_ms);
     if (best == std::numeric_limits<uint64_t>::max())
         consider(kKeepaliveTimeout, worker_.timeouts.now() + limits.keepalive_timeout_ms);
@@ -529,7 +538,8 @@ void Connection::update_timeout() {
             stream->window_wait_ms = now;
     }
     TimeoutKind kind = kKeepaliveTimeout;
-    uint64_t at = next_deadline(kind);
+    // Never in the past: the worker's timer would find this connection due again at once.
+    uint64_t at = std::max(next_deadline(kind), now + 1);
     worker_.timeouts.start_at(*this, worker_.timeout_list(kind), at);
 }
 
@@ -552,7 +562,10 @@ void Connection::check_deadlines(uint64_t now) {
         return;
     }
     if (streams_.empty() && now >= idle_since_ms_ + limits.keepalive_timeout_ms) {
-        begin_drain(false);
+        if (state_ == State::Open)
+            begin_drain(false);
+        else
+            close_now(); // a GOAWAY already said goodbye; what it still owes the peer is dropped
         return;
     }
     std::vector<Stream *> open = streams_;
@@ -560,7 +573,14 @@ void Connection::check_deadlines(uint64_t now) {
         if (stream->connection != this)
             continue;
         Exchange &ex = stream->exchange;
-        if (stream->window_wait_ms && now >= stream->window_wait_ms + limits.send_timeout_ms) {
+        if (!stream->head_complete) {
+            if (now >= stream->activity_ms + limits.header_timeout_ms) {
+                // A header block left half-way blocks the whole connection (HPACK): it goes.
+                SERVER_LOG_DEBUG("http2: stream %d: header block timed out; closing", stream->id);
+                close_now();
+                return;
+            }
+        } else if (stream->window_wait_ms && now >= stream->window_wait_ms + limits.send_timeout_ms) {
             SERVER_LOG_DEBUG("http2: stream %d waited %u ms for the peer's window; reset", stream->id,
                              limits.send_timeout_ms);
             nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, stream->id, NGHTTP2_CANCEL);
@@ -609,6 +629,7 @@ int Connection::on_send_data(nghttp2_session *, nghttp2_frame *, const uint8_t *
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     }
     stream->window_wait_ms = 0;
+    stream->activity_ms = self->worker_.timeouts.now(); // a slow reader is not a silent plugin
     return 0;
 }
 
@@ -673,7 +694,7 @@ int Connection::on_frame_recv(nghttp2_session *session, const nghttp2_frame *fra
     case NGHTTP2_HEADERS:
         if (Stream *stream = stream_of(session, frame->hd.stream_id)) {
             if (frame->headers.cat == NGHTTP2_HCAT_REQUEST)
-                stream->on_head_complete();
+                stream->on_head_complete(ends_stream);
             if (ends_stream && stream->connection == self)
                 stream->on_request_complete();
         }
@@ -685,6 +706,8 @@ int Connection::on_frame_recv(nghttp2_session *session, const nghttp2_frame *fra
             stream->on_request_complete();
         break;
     case NGHTTP2_RST_STREAM:
+        if (Stream *stream = stream_of(session, frame->hd.stream_id))
+            stream->peer_reset = true;
         if (!self->resets_.take(now))
             self->calm_down("streams reset faster than a client needs to (Rapid Reset)");
         break;
@@ -717,8 +740,9 @@ int Connection::on_data_chunk(nghttp2_session *session, uint8_t, int32_t stream_
 
 int Connection::on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
                                 void *user_data) noexcept {
+    (void)error_code;
     if (Stream *stream = stream_of(session, stream_id))
-        self_of(user_data)->forget(*stream, error_code != NGHTTP2_NO_ERROR);
+        self_of(user_data)->forget(*stream, stream->peer_reset);
     return 0;
 }
 

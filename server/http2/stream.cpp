@@ -83,6 +83,11 @@ void Stream::add_field(std::string_view name, std::string_view value) {
         }
         return; // :scheme and :protocol are checked by nghttp2 and needed by nobody
     }
+    if (name == "cookie") {
+        // Browsers send each cookie in a field of its own; plugins read one Cookie header.
+        cookies_.append(cookies_.empty() ? "" : "; ").append(value);
+        return;
+    }
     if (r.header_count == kMaxHeaders) {
         refused_status_ = 431;
         return;
@@ -116,9 +121,22 @@ int Stream::check_head() {
     return 0;
 }
 
-void Stream::on_head_complete() {
+void Stream::on_head_complete(bool ends_stream) {
     trellis_request &r = exchange.request;
+    if (!cookies_.empty() && !refused_status_) {
+        if (r.header_count == kMaxHeaders) {
+            refused_status_ = 431;
+        } else {
+            Span name{static_cast<uint32_t>(head_.size()), 6};
+            head_.append("cookie");
+            Span value{static_cast<uint32_t>(head_.size()), static_cast<uint32_t>(cookies_.size())};
+            head_.append(cookies_);
+            r.headers[r.header_count++] = {name, value};
+        }
+        std::string().swap(cookies_);
+    }
     r.base = head_.data(); // the head is complete: it never moves again
+    head_complete = true;
     touch();
     if (refused_status_) {
         refuse(refused_status_);
@@ -129,7 +147,7 @@ void Stream::on_head_complete() {
         return;
     }
     std::string_view expect;
-    if (!request_complete && r.header("expect", expect) && iequals(expect, "100-continue"))
+    if (!ends_stream && r.header("expect", expect) && iequals(expect, "100-continue"))
         connection->send_continue(*this);
     WorkerContext &worker = *exchange.worker;
     exchange.router = worker.router;
@@ -246,14 +264,24 @@ void Stream::on_request_complete() {
     dispatch(exchange);
 }
 
-void Stream::on_closed(bool reset_by_peer) {
+void Stream::on_closed(bool client_left) {
     connection = nullptr;
-    if (exchange.held.held()) {
-        // The plugin keeps the exchange until it lets go (recycle_stream frees the stream then).
-        abandon_held(exchange, reset_by_peer);
+    if (!exchange.held.held()) {
+        exchange.owner = nullptr;
         return;
     }
-    exchange.owner = nullptr;
+    // The plugin keeps the exchange until it lets go (recycle_stream frees the stream then). An
+    // answer that went out whole is no abort: the stream simply ended before the release came.
+    if (!client_left && exchange.request.answered && !exchange.stream.active)
+        detach_finished(exchange);
+    else
+        abandon_held(exchange, client_left);
+}
+
+void Stream::drop_pending_body() {
+    if (connection && !pending_body_.empty())
+        connection->consume(*this, pending_body_.size());
+    std::string().swap(pending_body_);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,6 +316,8 @@ size_t Stream::queued_output(const Exchange &) const {
 }
 
 void Stream::flush(Exchange &) {
+    if (!exchange.held.held())
+        drop_pending_body(); // the plugin let go of a paused body: the peer may send the rest
     connection->send_pending();
 }
 

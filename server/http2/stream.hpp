@@ -20,15 +20,19 @@ class Stream final : public ExchangeOwner {
     // ---- the request, as nghttp2 hands it over ----
     // A decoded header field of the request's head (names arrive lower-case and checked).
     void add_field(std::string_view name, std::string_view value);
-    // END_HEADERS: checks the head and hands it on (to a body-streaming plugin now, else at the end).
-    void on_head_complete();
+    // END_HEADERS: checks the head and hands it on (to a body-streaming plugin now, else at the
+    // end). `ends_stream`: the same frame ended the request (no body, so no 100 Continue).
+    void on_head_complete(bool ends_stream);
     // DATA bytes of the request body; the connection gives back flow-control credit for what
     // consumed() says was taken.
     void on_body(const uint8_t *data, size_t len);
     // END_STREAM: the request is complete.
     void on_request_complete();
     // The stream is gone (closed or reset); the connection will not touch it again.
-    void on_closed(bool reset_by_peer);
+    // `client_left`: the peer reset it or the connection went away.
+    void on_closed(bool client_left);
+    // Body bytes a paused plugin never took: their flow-control credit goes back to the peer.
+    void drop_pending_body();
 
     Connection *connection; // null once the stream has closed (a plugin may still hold the exchange)
     const int32_t id;
@@ -44,7 +48,9 @@ class Stream final : public ExchangeOwner {
     bool broken_framing = false;   // the body fell short of its length: RST_STREAM, never END_STREAM
     bool data_deferred = false;    // nghttp2 waits for resume_data
     bool dirty = false;            // has news for the connection's next send
+    bool head_complete = false;    // END_HEADERS seen: `exchange.request` is readable
     bool request_complete = false; // END_STREAM seen
+    bool peer_reset = false;       // the peer sent RST_STREAM
     bool dispatched = false;
     uint64_t activity_ms = 0;    // the last sign of life of whoever's turn it is
     uint64_t window_wait_ms = 0; // since when its data waits for the peer's window (0: not)
@@ -75,6 +81,7 @@ class Stream final : public ExchangeOwner {
 
     std::string head_;         // the request's field bytes
     std::string pending_body_; // body bytes a paused plugin has not taken (no credit given back)
+    std::string cookies_;      // cookie fields, joined with "; " (RFC 9113 section 8.2.3)
     size_t field_bytes_ = 0;   // as HTTP/1.1 would count them, against limits.max_header_bytes
     size_t list_bytes_ = 0;    // as RFC 9113 counts them, against http2.max_header_list_size
     int refused_status_ = 0;   // the head is refused with this once complete

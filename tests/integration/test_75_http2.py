@@ -399,6 +399,57 @@ class DefaultSite(TrellisTestCase):
         self.assertRegex(out.stdout, r"\b200\b")
 
 
+class Regressions(H2Case):
+    """Each found in review of the first HTTP/2 code; each failed before its fix."""
+
+    @trellis_only
+    def test_preface_split_across_reads(self):
+        # The first read holds only the start of the preface: the connection must wait for the
+        # rest, not stop reading (it did: the bytes sat unparsed and reading was switched off).
+        s = self.h2_server()
+        c = self.h2conn(s, preface=False)
+        c.send(h2.PREFACE[:5])
+        time.sleep(0.05)  # two TCP segments, so two reads (nothing to wait for on the server)
+        c.send(h2.PREFACE[5:] + h2.frame(h2.SETTINGS, 0, 0, b""))
+        self.assertTrue(c.read_until(lambda: c.server_settings_received, 5), c.summary())
+        r = c.response(c.request("GET", "/hello"), 5)
+        self.assertEqual((r.status, bytes(r.body)), (200, HELLO))
+
+    @trellis_only
+    def test_cookie_fields_reach_plugins_joined(self):
+        s = self.h2_server()
+        c = self.h2conn(s)
+        sid = c.request("GET", "/echo/c", headers=[("cookie", "a=1"), ("cookie", "b=2")])
+        r = c.response(sid, 5)
+        self.assertEqual(r.status, 200, r)
+        cookies = [v for k, v in json.loads(bytes(r.body))["headers"] if k.lower() == "cookie"]
+        self.assertEqual(cookies, ["a=1; b=2"], bytes(r.body))
+
+    @trellis_only
+    def test_no_100_continue_for_a_request_without_body(self):
+        s = self.h2_server()
+        c = self.h2conn(s)
+        sid = c.new_stream_id()
+        c.send_headers(sid, c.request_headers("GET", "/hello", [("expect", "100-continue")]),
+                       end_stream=True)
+        r = c.response(sid, 5)
+        self.assertEqual(r.status, 200)
+        statuses = [f for f in c.frames_of(h2.HEADERS, sid)]
+        self.assertEqual(len(statuses), 1, f"a 100 went out for a request with no body: {statuses}")
+
+    @trellis_only
+    def test_header_block_left_half_way_closes_the_connection_and_the_server_lives(self):
+        s = self.h2_server(lim={"header_timeout_ms": 300})
+        c = self.h2conn(s)
+        sid = c.new_stream_id()
+        c.send_headers(sid, c.request_headers("GET", "/hello"), end_stream=True, end_headers=False)
+        self.assertTrue(c.read_until_closed(5), c.summary())
+        other = self.h2conn(s)
+        r = other.response(other.request("GET", "/hello"), 5)
+        self.assertEqual((r.status, bytes(r.body)), (200, HELLO))
+        self.assertTrue(s.running())
+
+
 class Settings(H2Case):
     @run_once
     def test_each_config_error_stops_check_and_start(self):
@@ -426,7 +477,7 @@ class Settings(H2Case):
         cfg = h2_config(http2={"enabled": True, "max_concurrent_streams": 1,
                                "initial_window_size": 2 ** 31 - 1, "max_frame_size": 16777215,
                                "max_header_list_size": 65536})
-        cfg["listen"][0]["http2"] = {"max_frame_size": 16384, "initial_window_size": 0}
+        cfg["listen"][0]["http2"] = {"max_frame_size": 16384, "initial_window_size": 1}
         p = self.tmp / "ok.json"
         (self.tmp / "www").mkdir()
         p.write_text(json.dumps(cfg))
