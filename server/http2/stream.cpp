@@ -2,7 +2,7 @@
 
 #include "dispatch.hpp"
 #include "held_answers.hpp"
-#include "http1/request_checks.hpp"
+#include "http/request_target.hpp"
 #include "http2/connection.hpp"
 #include "log/log.hpp"
 #include "plugin/loader.hpp"
@@ -108,7 +108,7 @@ int Stream::check_head() {
     r.is_head = code == HTTP_HEAD;
     if (code == HTTP_CONNECT)
         return 405; // never a tunnel
-    if (int status = http1::parse_request_target(r))
+    if (int status = parse_request_target(r))
         return status;
     if (code == HTTP_TRACE)
         return 405;

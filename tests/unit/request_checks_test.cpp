@@ -4,6 +4,7 @@
 
 #include <string>
 
+using namespace trellis;
 using namespace trellis::http1;
 
 TEST_CASE("request checks: host names") {
