@@ -57,6 +57,25 @@ WorkerContext::~WorkerContext() {
         tls_current_worker = nullptr;
 }
 
+void WorkerContext::connection_opened() {
+    ++connections;
+    stats.connections_accepted.add();
+    stats.connections_open.add();
+}
+
+void WorkerContext::connection_closed(bool counted_tls) {
+    // TLS first: a reader computing plain = open - tls never sees tls > open.
+    if (counted_tls)
+        stats.connections_tls.sub();
+    stats.connections_open.sub();
+    if (open_connections)
+        open_connections->fetch_sub(1, std::memory_order_relaxed);
+    if (--connections == 0 && draining && on_drained)
+        on_drained(on_drained_data);
+    else if (draining && on_drain_progress)
+        on_drain_progress(on_drained_data);
+}
+
 void WorkerContext::deliver_mail(MailSlot *slot, unsigned bits) {
     auto *ex = static_cast<Exchange *>(slot->receiver);
     if (!deliver_orphan_mail(*ex, bits))

@@ -128,6 +128,12 @@ class WorkerContext {
 
     TimeoutList &timeout_list(TimeoutKind kind) { return timeouts.list(kind); }
 
+    // A connection was accepted onto this worker / has closed (whatever protocol it spoke last;
+    // `counted_tls`: it was counted in stats.connections_tls). Closing the last one of a draining
+    // worker ends its drain.
+    void connection_opened();
+    void connection_closed(bool counted_tls);
+
   private:
     static void on_timeout(TimeoutNode *node, int list_index, void *context);
     static void deliver_mail(MailSlot *slot, unsigned bits);

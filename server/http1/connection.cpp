@@ -100,24 +100,12 @@ Connection::Connection(WorkerContext &worker, Transport *transport, const sockad
     memset(&peer_, 0, sizeof peer_);
     if (peer)
         memcpy(&peer_, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
-    ++worker_.connections;
-    worker_.stats.connections_accepted.add();
-    worker_.stats.connections_open.add();
+    worker_.connection_opened();
 }
 
 Connection::~Connection() {
-    if (handed_over_)
-        return;
-    // TLS first: a reader computing plain = open - tls never sees tls > open.
-    if (counted_tls_)
-        worker_.stats.connections_tls.sub();
-    worker_.stats.connections_open.sub();
-    if (worker_.open_connections)
-        worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
-    if (--worker_.connections == 0 && worker_.draining && worker_.on_drained)
-        worker_.on_drained(worker_.on_drained_data);
-    else if (worker_.draining && worker_.on_drain_progress)
-        worker_.on_drain_progress(worker_.on_drained_data);
+    if (!handed_over_) // else the HTTP/2 connection counts it from now on
+        worker_.connection_closed(counted_tls_);
 }
 
 void Connection::close_now() {

@@ -118,15 +118,7 @@ Connection::Connection(WorkerContext &worker, Transport *transport, const sockad
 Connection::~Connection() {
     bury_dead();
     worker_.stats.connections_h2.sub();
-    if (counted_tls_)
-        worker_.stats.connections_tls.sub();
-    worker_.stats.connections_open.sub();
-    if (worker_.open_connections)
-        worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
-    if (--worker_.connections == 0 && worker_.draining && worker_.on_drained)
-        worker_.on_drained(worker_.on_drained_data);
-    else if (worker_.draining && worker_.on_drain_progress)
-        worker_.on_drain_progress(worker_.on_drained_data);
+    worker_.connection_closed(counted_tls_);
 }
 
 bool Connection::init_session() {
