@@ -1,7 +1,7 @@
 #include "listener.hpp"
 
-#include "http1/connection.hpp"
 #include "errors.hpp"
+#include "http1/connection.hpp"
 #include "log/log.hpp"
 #include "transport/factory.hpp"
 #include "worker_context.hpp"
