@@ -248,6 +248,16 @@ class ReloadAppliesOrWarns(ReloadTestCase):
         self.assertEqual(self.restart_warning(s, mark), "listen", s.stderr_since(mark))
         self.assertHello(s.get("/hello"))
 
+    def test_http2_settings_are_named_as_restart_only(self):
+        # Advertised once per connection and tied to the listener's ALPN: they wait for a restart.
+        cfg = base_config()
+        s = self.start_server(cfg)
+        cfg["http2"] = {"max_concurrent_streams": 7}
+        mark = s.log_mark()
+        self.reload_ok(s, cfg)
+        self.assertEqual(self.restart_warning(s, mark), "http2", s.stderr_since(mark))
+        self.assertHello(s.get("/hello"))
+
     def test_nothing_restart_only_changed_no_warning(self):
         cfg = base_config()
         s = self.start_server(cfg)
