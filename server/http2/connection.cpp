@@ -43,7 +43,7 @@ Stream *stream_of(nghttp2_session *session, int32_t id) {
 bool is_connection_specific(std::string_view name) {
     for (std::string_view field :
          {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
-        if (name == field)
+        if (iequals(name, field))
             return true;
     return false;
 }
@@ -59,6 +59,59 @@ void rewrite_stream_limit(std::string &frame, uint32_t advertised) {
             continue;
         for (int i = 0; i < 4; ++i)
             frame[at + 2 + i] = static_cast<char>((advertised >> (24 - 8 * i)) & 0xff);
+    }
+}
+
+// An answer's head as HTTP/2 fields: lower-case names and values in one buffer, pointed into.
+class FieldList {
+  public:
+    void clear() {
+        text_.clear();
+        spans_.clear();
+    }
+    void add(std::string_view name, std::string_view value) {
+        spans_.push_back({text_.size(), name.size(), value.size()});
+        for (char c : name)
+            text_.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
+        text_.append(value);
+    }
+    // Valid until the next clear() (nghttp2 copies what it is given).
+    const std::vector<nghttp2_nv> &finish() {
+        nv_.resize(spans_.size());
+        for (size_t i = 0; i < spans_.size(); ++i) {
+            auto *name = reinterpret_cast<uint8_t *>(text_.data() + spans_[i].at);
+            nv_[i] = {name, name + spans_[i].name_len, spans_[i].name_len, spans_[i].value_len,
+                      NGHTTP2_NV_FLAG_NONE};
+        }
+        return nv_;
+    }
+
+  private:
+    struct Span {
+        size_t at, name_len, value_len;
+    };
+    std::string text_;
+    std::vector<Span> spans_;
+    std::vector<nghttp2_nv> nv_;
+};
+
+// The plugin's "Name: value\r\n" lines, without what HTTP/2 forbids (connection-specific fields)
+// and, on a 304, without what describes the absent body.
+void add_plugin_fields(FieldList &fields, std::string_view lines, int status) {
+    while (!lines.empty()) {
+        size_t eol = lines.find("\r\n");
+        std::string_view line = lines.substr(0, eol);
+        lines.remove_prefix(eol == std::string_view::npos ? lines.size() : eol + 2);
+        size_t colon = line.find(':');
+        if (colon == std::string_view::npos)
+            continue;
+        std::string_view name = line.substr(0, colon);
+        std::string_view value = line.substr(colon + 1);
+        while (!value.empty() && value.front() == ' ')
+            value.remove_prefix(1);
+        if (is_connection_specific(name) || (status == 304 && describes_absent_body(name)))
+            continue;
+        fields.add(name, value);
     }
 }
 
@@ -361,58 +414,24 @@ void Connection::submit_answer(Stream &stream) {
         }
         return;
     }
-    const Exchange &ex = stream.exchange;
-    const trellis_request &r = ex.request;
-    // Names go lower-case into one buffer (built first, then pointed into).
-    std::string text;
-    text.reserve(r.response_headers.size() + 128);
-    std::vector<std::pair<size_t, size_t>> spans; // (offset, length) of name, value, name, value ...
-    auto add = [&](std::string_view name, std::string_view value, bool lower) {
-        spans.emplace_back(text.size(), name.size());
-        for (char c : name)
-            text.push_back(lower && c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
-        spans.emplace_back(text.size(), value.size());
-        text.append(value);
-    };
+    // Reused per thread: an answer's head costs no allocation once the buffers have grown.
+    static thread_local FieldList fields;
+    fields.clear();
     char status[8];
     snprintf(status, sizeof status, "%d", stream.answer_status);
-    add(":status", status, false);
-    add("date", worker_.date.now(), false);
-    add("server", kServerName, false);
-    std::string_view fields = r.response_headers;
-    while (!fields.empty()) {
-        size_t eol = fields.find("\r\n");
-        std::string_view line = fields.substr(0, eol);
-        fields.remove_prefix(eol == std::string_view::npos ? fields.size() : eol + 2);
-        size_t colon = line.find(':');
-        if (colon == std::string_view::npos)
-            continue;
-        std::string name(line.substr(0, colon));
-        for (char &c : name)
-            c = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-        std::string_view value = line.substr(colon + 1);
-        while (!value.empty() && value.front() == ' ')
-            value.remove_prefix(1);
-        if (is_connection_specific(name) || (stream.answer_status == 304 && describes_absent_body(name)))
-            continue;
-        add(name, value, false);
-    }
+    fields.add(":status", status);
+    fields.add("date", worker_.date.now());
+    fields.add("server", kServerName);
+    add_plugin_fields(fields, stream.exchange.request.response_headers, stream.answer_status);
     if (listen_ && transport_->tls_facts() && !listen_->tls.hsts.empty())
-        add("strict-transport-security", listen_->tls.hsts, false);
+        fields.add("strict-transport-security", listen_->tls.hsts);
     char length[24];
     bool bodiless = stream.answer_status < 200 || stream.answer_status == 204 || stream.answer_status == 304;
     if (stream.body_length >= 0 && !bodiless) {
         snprintf(length, sizeof length, "%lld", static_cast<long long>(stream.body_length));
-        add("content-length", length, false);
+        fields.add("content-length", length);
     }
-    std::vector<nghttp2_nv> nv(spans.size() / 2);
-    for (size_t i = 0; i < nv.size(); ++i) {
-        auto [name_at, name_len] = spans[2 * i];
-        auto [value_at, value_len] = spans[2 * i + 1];
-        nv[i] = {reinterpret_cast<uint8_t *>(text.data() + name_at),
-                 reinterpret_cast<uint8_t *>(text.data() + value_at), name_len, value_len,
-                 NGHTTP2_NV_FLAG_NONE};
-    }
+    const std::vector<nghttp2_nv> &nv = fields.finish();
     nghttp2_data_provider provider;
     provider.source.ptr = &stream;
     provider.read_callback = on_read_data;
