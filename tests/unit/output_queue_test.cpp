@@ -174,3 +174,35 @@ TEST_CASE("output queue: failures") {
         CHECK(queue.empty());
     }
 }
+
+TEST_CASE("output queue: move_front_to cuts the front off as frames, files read into the buffer") {
+    OutputQueue stream, frames;
+    RecordingTransport transport;
+    int file = temp_file("0123456789");
+    stream.append("abc");
+    stream.append_file(dup(file), 2, 6); // "234567"
+    stream.append("xyz");
+    CHECK(stream.move_front_to(frames, 2)); // "ab"
+    CHECK(stream.pending_bytes() == 1 + 6 + 3);
+    CHECK(stream.move_front_to(frames, 4));   // "c" and "234" of the file
+    CHECK(stream.open_files() == 1);          // the rest of the file is still queued
+    CHECK(stream.move_front_to(frames, 100)); // "567xyz": everything left
+    CHECK(stream.empty());
+    CHECK(stream.open_files() == 0); // the descriptor went with the last of its bytes
+    CHECK(frames.open_files() == 0); // the frames hold bytes, never descriptors
+    CHECK(stream.buffered_bytes() == 0);
+    uint64_t written = 0;
+    int error = 0;
+    CHECK(frames.write_to(transport, written, error) == OutputQueue::Flush::Drained);
+    CHECK(transport.received == "abc234567xyz");
+    close(file);
+}
+
+TEST_CASE("output queue: move_front_to fails on a file that shrank") {
+    OutputQueue stream, frames;
+    int file = temp_file("short");
+    stream.append_file(dup(file), 0, 100);
+    CHECK_FALSE(stream.move_front_to(frames, 50));
+    CHECK(frames.pending_bytes() == 0);
+    close(file);
+}
