@@ -171,6 +171,29 @@ bool call_handler(Exchange &ex, int index, uint64_t began_ns) {
     return after_handler(ex, rc, plugin);
 }
 
+bool route_to_body_streamer(Exchange &ex) {
+    WorkerContext &worker = *ex.worker;
+    ex.router = worker.router;
+    ex.generation = worker.generation;
+    const Router *router = ex.router;
+    const trellis_request &r = ex.request;
+    int index = router && router->has_body_streamers() ? router->next_match(r.host, r.path, 0) : -1;
+    if (index < 0 || !(router->route(index).plugin->flags() & TRELLIS_STREAM_BODY))
+        return false;
+    ex.route_index = index;
+    return true;
+}
+
+void dispatch_head(Exchange &ex) {
+    ex.started_ns = uv_hrtime();
+    // Answered now (redirect, 421, or the plugin without TRELLIS_ASYNC): the body is read and
+    // dropped (up to limits.max_body_bytes), as nginx does.
+    if (answered_by_listener_rules(ex))
+        ex.body_streamed = true;
+    else
+        ex.body_streamed = call_handler(ex, ex.route_index, loop_clock_from(*ex.worker, ex.started_ns));
+}
+
 void on_pool_done(Exchange &ex) {
     HeldRequest &held = ex.held;
     if (held.hold != Hold::Pool)

@@ -18,6 +18,13 @@ bool answered_by_listener_rules(Exchange &ex);
 // or failed), false when it declined. `began_ns`: when the loop began on this request for the
 // plugin (loop_clock()).
 bool call_handler(Exchange &ex, int index, uint64_t began_ns);
+// A head is complete: takes the worker's routes for the request, and says whether its first route's
+// plugin streams bodies (TRELLIS_STREAM_BODY), which then gets the request now, before the body.
+bool route_to_body_streamer(Exchange &ex);
+// Hands the head to that plugin (or the listener answers first). Sets ex.body_streamed: true when
+// the body goes to the plugin (or is read and dropped after an answer given now), false when the
+// plugin declined and the body is buffered for the routes after it.
+void dispatch_head(Exchange &ex);
 // on_request returned on the pool (the kMailPoolDone mail): its result, as inline.
 void on_pool_done(Exchange &ex);
 

@@ -126,6 +126,19 @@ void notify_plugin_writable(Exchange &ex) {
     }
 }
 
+BodyTaken give_body(Exchange &ex, const char *data, size_t len, bool last) {
+    PluginInstance &plugin = *ex.held.holder;
+    uint64_t began_ns = loop_clock(*ex.worker);
+    int rc = plugin.on_body()(plugin.instance, &ex.request, data, len, last ? 1 : 0);
+    check_loop_stall(*ex.worker, began_ns, plugin, ex.route_stats);
+    // At the end only an error counts (there is nothing left to pause).
+    if (last ? rc == TRELLIS_ERROR : rc != TRELLIS_OK && rc != TRELLIS_AGAIN) {
+        SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", plugin.name().c_str());
+        return BodyTaken::Failed;
+    }
+    return !last && rc == TRELLIS_AGAIN ? BodyTaken::Paused : BodyTaken::Taken;
+}
+
 void abandon_held(Exchange &ex, bool client_left) {
     HeldRequest &held = ex.held;
     bool released, never_started;

@@ -20,6 +20,10 @@ void fail_held_request(Exchange &ex, int status);
 void on_handler_timeout(Exchange &ex);
 // The output drained: a plugin whose response_write said TRELLIS_AGAIN hears on_writable.
 void notify_plugin_writable(Exchange &ex);
+// Hands body bytes (`last`: the body's end) to the plugin holding a TRELLIS_STREAM_BODY request.
+// A failure is logged; the caller ends the exchange (fail_held_request).
+enum class BodyTaken { Taken, Paused, Failed };
+BodyTaken give_body(Exchange &ex, const char *data, size_t len, bool last);
 // The protocol goes away while the plugin holds the request: it is logged (499 when the client
 // left), the plugin hears on_abort, and the exchange waits for its release (deliver_mail).
 void abandon_held(Exchange &ex, bool client_left);

@@ -446,7 +446,8 @@ bool Connection::parse_step() {
     case Outcome::HeadForStreamer:
         // The head of a request for a body-streaming plugin: hand it over before the body.
         s.parser_kick = true;
-        return dispatch_head_to_body_streamer();
+        dispatch_head_to_body_streamer();
+        return true;
     case Outcome::MessageComplete:
         after_message();
         return state_ != State::Closed && session_;
@@ -538,17 +539,8 @@ bool Connection::on_head_complete() {
     ActiveSession &s = *session_;
     Exchange &ex = s.exchange;
     s.body_started_ms = worker_.timeouts.now();
-    ex.router = worker_.router;
-    ex.generation = worker_.generation;
     // A plugin that streams bodies gets the request at its head, before the body is read.
-    const Router *router = ex.router;
-    int index =
-        router && router->has_body_streamers() ? router->next_match(ex.request.host, ex.request.path, 0) : -1;
-    if (index >= 0 && (router->route(index).plugin->flags() & TRELLIS_STREAM_BODY)) {
-        ex.route_index = index;
-        return false;
-    }
-    return true;
+    return !route_to_body_streamer(ex);
 }
 
 http1::RequestSink::BodyVerdict Connection::on_streamed_body(const char *at, size_t len) {
@@ -559,14 +551,13 @@ http1::RequestSink::BodyVerdict Connection::on_streamed_body(const char *at, siz
         return session_->reader.body_received > worker_.limits().max_body_bytes ? BodyVerdict::Fail
                                                                                 : BodyVerdict::Take;
     }
-    uint64_t began_ns = loop_clock(worker_);
-    int rc = held.holder->on_body()(held.holder->instance, &ex.request, at, len, 0);
-    check_loop_stall(worker_, began_ns, *held.holder, ex.route_stats);
-    if (rc == TRELLIS_AGAIN)
+    switch (give_body(ex, at, len, false)) {
+    case BodyTaken::Paused:
         return BodyVerdict::Pause;
-    if (rc != TRELLIS_OK) {
-        SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", held.holder->name().c_str());
+    case BodyTaken::Failed:
         return BodyVerdict::Fail;
+    case BodyTaken::Taken:
+        break;
     }
     return BodyVerdict::Take;
 }
@@ -587,43 +578,22 @@ void Connection::after_message() {
         close_after_answer();
     if (ex.body_streamed) {
         // The plugin has had the request since its head: tell it the body is complete.
-        HeldRequest &held = ex.held;
-        if (held.held() && held.holder) {
-            uint64_t began_ns = loop_clock(worker_);
-            int rc = held.holder->on_body()(held.holder->instance, &ex.request, nullptr, 0, 1);
-            check_loop_stall(worker_, began_ns, *held.holder, ex.route_stats);
-            if (rc == TRELLIS_ERROR) {
-                SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", held.holder->name().c_str());
-                fail_streamed_body();
-            }
-        }
+        if (ex.held.held() && ex.held.holder && give_body(ex, nullptr, 0, true) == BodyTaken::Failed)
+            fail_streamed_body();
         return;
     }
     ex.started_ns = uv_hrtime();
     dispatch(ex);
 }
 
-bool Connection::dispatch_head_to_body_streamer() {
+void Connection::dispatch_head_to_body_streamer() {
     ActiveSession &s = *session_;
-    Exchange &ex = s.exchange;
     // The plugin may read the head from another thread while the body streams in behind it: put
     // it at the front of the buffer now, so nothing moves it later.
     shift_request_to_front();
-    ex.started_ns = uv_hrtime();
     // An answer given now already says whether the connection stays.
     keep_alive_ = s.reader.should_keep_alive() && !worker_.draining && state_ == State::Open;
-    // Answered now (redirect, 421, or the plugin without TRELLIS_ASYNC): the body is read and
-    // dropped (up to limits.max_body_bytes, past which the connection closes), as nginx does.
-    if (answered_by_listener_rules(ex)) {
-        ex.body_streamed = true;
-        return true;
-    }
-    if (!call_handler(ex, ex.route_index, loop_clock_from(worker_, ex.started_ns))) {
-        ex.body_streamed = false; // declined: the body is buffered for the routes after it
-        return true;
-    }
-    ex.body_streamed = true;
-    return true;
+    dispatch_head(s.exchange);
 }
 
 void Connection::fail_streamed_body() {

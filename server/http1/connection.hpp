@@ -120,7 +120,7 @@ class Connection final : public ClientConnection,
     bool parse_step();
     void after_message();
     void answer_bad_request(int status);
-    bool dispatch_head_to_body_streamer();
+    void dispatch_head_to_body_streamer();
     void fail_streamed_body();
     bool body_too_slow() const;
     void resume_body();

@@ -371,12 +371,12 @@ void Connection::send_pending() {
     sending_ = true;
     // Until nghttp2 has nothing more to say, or the transport takes nothing more for now.
     for (;;) {
-        std::vector<Stream *> batch;
-        batch.swap(dirty_);
-        for (Stream *stream : batch) {
+        submitting_.swap(dirty_); // both keep their capacity: no allocation per answer
+        for (Stream *stream : submitting_) {
             stream->dirty = false;
             submit_answer(*stream);
         }
+        submitting_.clear();
         uint64_t written_before = bytes_written_;
         if (nghttp2_session_send(session_) != 0) {
             SERVER_LOG_DEBUG("http2: send failed");
@@ -387,11 +387,11 @@ void Connection::send_pending() {
         flush_output();
         if (state_ == State::Closed)
             break;
-        // Streams whose queue drained: their plugins may write again (which makes them dirty).
-        std::vector<Stream *> open = streams_;
-        for (Stream *stream : open)
-            if (stream->connection == this && stream->answer.empty())
-                notify_plugin_writable(stream->exchange);
+        // Streams whose queue drained: their plugins may write again (which makes them dirty; no
+        // stream closes meanwhile: that happens only inside nghttp2, which is not re-entered).
+        for (size_t i = 0; i < streams_.size(); ++i)
+            if (streams_[i]->answer.empty() && streams_[i]->exchange.held.hold == Hold::Async)
+                notify_plugin_writable(streams_[i]->exchange);
         bool transport_takes_more = write_blocked_ms_ == 0 && output_.empty();
         if (dirty_.empty() && !(transport_takes_more && nghttp2_session_want_write(session_)))
             break;

@@ -115,15 +115,16 @@ class Connection final : public ClientConnection, public TransportEvents {
     Http2Config settings_;
     sockaddr_in6 peer_;
     nghttp2_session *session_ = nullptr;
-    OutputQueue output_;            // frames waiting for the transport
-    std::vector<Stream *> streams_; // open streams of this connection
-    std::vector<Stream *> dirty_;   // streams with news for send_pending
-    std::vector<Stream *> dead_;    // closed streams, freed once no callback is on the stack
-    Budget resets_;                 // RST_STREAM from the peer (Rapid Reset)
-    Budget empty_frames_;           // DATA frames that carry nothing and end nothing
-    uint64_t idle_since_ms_ = 0;    // since when no stream is open
-    uint64_t write_blocked_ms_ = 0; // since when the transport takes nothing (0: it does)
-    uint64_t bytes_written_ = 0;    // to the transport, ever (progress of send_pending)
+    OutputQueue output_;               // frames waiting for the transport
+    std::vector<Stream *> streams_;    // open streams of this connection
+    std::vector<Stream *> dirty_;      // streams with news for send_pending
+    std::vector<Stream *> submitting_; // dirty_ as send_pending takes it
+    std::vector<Stream *> dead_;       // closed streams, freed once no callback is on the stack
+    Budget resets_;                    // RST_STREAM from the peer (Rapid Reset)
+    Budget empty_frames_;              // DATA frames that carry nothing and end nothing
+    uint64_t idle_since_ms_ = 0;       // since when no stream is open
+    uint64_t write_blocked_ms_ = 0;    // since when the transport takes nothing (0: it does)
+    uint64_t bytes_written_ = 0;       // to the transport, ever (progress of send_pending)
     uint16_t callback_depth_ = 0;
     State state_ = State::Open;
     bool counted_tls_ = false;

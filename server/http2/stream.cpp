@@ -149,34 +149,11 @@ void Stream::on_head_complete(bool ends_stream) {
     std::string_view expect;
     if (!ends_stream && r.header("expect", expect) && iequals(expect, "100-continue"))
         connection->send_continue(*this);
-    WorkerContext &worker = *exchange.worker;
-    exchange.router = worker.router;
-    exchange.generation = worker.generation;
     // A plugin that streams bodies gets the request at its head, before the body.
-    const Router *router = exchange.router;
-    int index = router && router->has_body_streamers() ? router->next_match(r.host, r.path, 0) : -1;
-    if (index >= 0 && (router->route(index).plugin->flags() & TRELLIS_STREAM_BODY)) {
-        exchange.route_index = index;
-        dispatch_to_body_streamer();
+    if (route_to_body_streamer(exchange)) {
+        dispatch_head(exchange);
+        dispatched = exchange.body_streamed; // declined: dispatched with the whole body
     }
-}
-
-void Stream::dispatch_to_body_streamer() {
-    dispatched = true;
-    exchange.started_ns = uv_hrtime();
-    // Answered now (redirect, 421, or the plugin without TRELLIS_ASYNC): the body is read and
-    // dropped, as on HTTP/1.1.
-    if (answered_by_listener_rules(exchange)) {
-        exchange.body_streamed = true;
-        return;
-    }
-    if (!call_handler(exchange, exchange.route_index,
-                      loop_clock_from(*exchange.worker, exchange.started_ns))) {
-        exchange.body_streamed = false; // declined: the body is buffered for the routes after it
-        dispatched = false;
-        return;
-    }
-    exchange.body_streamed = true;
 }
 
 void Stream::refuse(int status) {
@@ -227,17 +204,12 @@ void Stream::deliver_body(const char *data, size_t len) {
         pending_body_.append(data, len); // no credit given back: the peer waits
         return;
     }
-    WorkerContext &worker = *exchange.worker;
-    uint64_t began_ns = loop_clock(worker);
-    int rc = held.holder->on_body()(held.holder->instance, &exchange.request, data, len, 0);
-    check_loop_stall(worker, began_ns, *held.holder, exchange.route_stats);
+    BodyTaken taken = give_body(exchange, data, len, false);
     connection->consume(*this, len);
-    if (rc == TRELLIS_AGAIN) {
+    if (taken == BodyTaken::Paused)
         exchange.body_paused = true;
-    } else if (rc != TRELLIS_OK) {
-        SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", held.holder->name().c_str());
+    else if (taken == BodyTaken::Failed)
         fail_held_request(exchange, 500);
-    }
 }
 
 void Stream::on_request_complete() {
@@ -247,14 +219,8 @@ void Stream::on_request_complete() {
         HeldRequest &held = exchange.held;
         if (exchange.body_paused || !held.held() || !held.holder)
             return; // a paused body ends when the plugin resumes it
-        WorkerContext &worker = *exchange.worker;
-        uint64_t began_ns = loop_clock(worker);
-        int rc = held.holder->on_body()(held.holder->instance, &exchange.request, nullptr, 0, 1);
-        check_loop_stall(worker, began_ns, *held.holder, exchange.route_stats);
-        if (rc == TRELLIS_ERROR) {
-            SERVER_LOG_ERROR("plugin \"%s\" failed in on_body", held.holder->name().c_str());
+        if (give_body(exchange, nullptr, 0, true) == BodyTaken::Failed)
             fail_held_request(exchange, 500);
-        }
         return;
     }
     if (dispatched || exchange.request.answered)

@@ -74,7 +74,6 @@ class Stream final : public ExchangeOwner {
 
   private:
     int check_head();
-    void dispatch_to_body_streamer();
     void deliver_body(const char *data, size_t len);
     void refuse(int status);
     void touch();
