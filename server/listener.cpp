@@ -84,6 +84,8 @@ Listener *Listener::open(WorkerContext &worker, const ListenerSettings &settings
         ::close(fd);
         throw StartupError("listen " + where + ": " + why);
     }
+    // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt here, none per connection.
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     if (getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length) == 0)
         port = ntohs(address.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
 
@@ -178,8 +180,6 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
         pause_accepting();
         return;
     }
-    int on = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     Transport *transport = create_transport(worker_.loop(), fd, settings_.config.transport, tls_);
     if (!transport) {
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);

@@ -145,6 +145,7 @@ class Connection final : public ClientConnection,
     void release_session();
     void release_session_if_idle();
     void finish_and_close();
+    bool nothing_unread() const;
     void close_now();
     void start_lingering();
     static void recycle_session(Exchange *ex, void *session);
@@ -157,10 +158,11 @@ class Connection final : public ClientConnection,
     sockaddr_in6 peer_; // AF_INET peers are stored as sockaddr_in in the same bytes
     uint16_t callback_depth_ = 0;
     State state_ = State::Open;
-    bool keep_alive_ = true;        // of the request being answered
-    bool response_chunked_ = false; // the answer being written is framed in chunks
-    bool peer_done_ = false;        // the peer sent EOF
-    bool client_left_ = false;      // EOF, a reset or a failed write: a held request's 499
+    bool keep_alive_ = true;          // of the request being answered
+    bool response_chunked_ = false;   // the answer being written is framed in chunks
+    bool peer_done_ = false;          // the peer sent EOF
+    bool client_asked_close_ = false; // the last complete request said "Connection: close" (or was 1.0)
+    bool client_left_ = false;        // EOF, a reset or a failed write: a held request's 499
     bool write_blocked_ = false;
     bool tls_checked_ = false; // looked at the transport once bytes came (auto listeners decide late)
     bool counted_tls_ = false;

@@ -2,6 +2,7 @@
 absolute-form targets, HEAD, Date/Server, the echo plugin's view of requests."""
 
 import os
+import socket
 import sys
 import time
 
@@ -87,6 +88,34 @@ class Basics(TrellisTestCase):
         assert_hello(self, resps[0])
         self.assertIn("close", resps[0].connection_tokens())
         self.assertTrue(closed, "server did not close after Connection: close")
+
+    def test_connection_close_closes_without_lingering(self):
+        # The client asked to close and sent nothing more: the server closes its socket at once
+        # (no half-close waiting for the client's FIN), so bytes sent afterwards meet a reset.
+        # A server that lingered would read and drop them silently.
+        c = self.conn(self.s)
+        c.request("GET", "/hello", [("Connection", "close")])
+        data, closed = c.read_until_closed(5)
+        self.assertTrue(closed, "server did not close after Connection: close")
+        assert_hello(self, parse_responses(data)[0][0])
+        # Below TLS too: raw bytes on the TCP connection (the server's kernel answers them). A
+        # lingering server would drop them for its 2 s linger timeout: the reset must come well
+        # before that (on loopback it comes with the first byte).
+        raw = socket.socket(fileno=os.dup(c.sock.fileno()))
+        reset = False
+        deadline = time.monotonic() + 1.0
+        while not reset and time.monotonic() < deadline:
+            try:
+                raw.sendall(b"x")
+                raw.settimeout(0.2)
+                if raw.recv(1) == b"":
+                    time.sleep(0.02)  # EOF again: the server still holds the socket (for now)
+            except (ConnectionResetError, BrokenPipeError):
+                reset = True
+            except socket.timeout:
+                pass
+        raw.close()
+        self.assertTrue(reset, "the server still held the socket open after its answer (lingering)")
 
     def test_connection_close_lowercase(self):
         c = self.conn(self.s)
