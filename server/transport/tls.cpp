@@ -18,6 +18,14 @@ constexpr unsigned char kTlsHandshakeRecord = 0x16;
 // Plaintext per record; also the bound on what send_file reads ahead of the socket.
 constexpr size_t kRecordBytes = 16384;
 
+// One recv's worth of socket input, shared by the worker's connections: it holds bytes only while
+// one connection is inside mbedTLS, and TlsTransport::keep_read_ahead empties it on the way out.
+struct ReadAhead {
+    unsigned char bytes[kRecordBytes];
+    size_t begin = 0, end = 0;
+};
+thread_local ReadAhead read_ahead;
+
 std::string describe_verify_flags(uint32_t flags) {
     if (flags == 0)
         return "ok";
@@ -79,8 +87,57 @@ int TlsTransport::bio_send(void *ctx, const unsigned char *data, size_t length) 
 
 int TlsTransport::bio_recv(void *ctx, unsigned char *data, size_t length) {
     auto *self = static_cast<TlsTransport *>(static_cast<TlsHandshakeObserver *>(ctx));
+    // What is in hand first: the connection's stash, then the shared buffer (which, while this
+    // connection is inside mbedTLS, can only hold its bytes). Only when both are empty the socket.
+    if (Stash *stash = self->stash_.get()) {
+        size_t n = std::min(length, stash->end - stash->begin);
+        memcpy(data, stash->bytes.get() + stash->begin, n);
+        stash->begin += n;
+        if (stash->begin == stash->end)
+            self->stash_.reset();
+        return static_cast<int>(n);
+    }
+    ReadAhead &ahead = read_ahead;
+    if (ahead.begin == ahead.end) {
+        if (length >= sizeof ahead.bytes)
+            return self->recv_socket(data, length);
+        int n = self->recv_socket(ahead.bytes, sizeof ahead.bytes);
+        if (n <= 0)
+            return n;
+        ahead.begin = 0;
+        ahead.end = static_cast<size_t>(n);
+    }
+    size_t n = std::min(length, ahead.end - ahead.begin);
+    memcpy(data, ahead.bytes + ahead.begin, n);
+    ahead.begin += n;
+    return static_cast<int>(n);
+}
+
+void TlsTransport::keep_read_ahead() {
+    ReadAhead &ahead = read_ahead;
+    if (ahead.begin == ahead.end)
+        return;
+    // Rare: more than mbedTLS wanted came in (pipelined records, a handshake flight). The stash is
+    // empty here: bio_recv reads the socket only once it is used up.
+    size_t n = ahead.end - ahead.begin;
+    stash_ = std::make_unique<Stash>();
+    stash_->bytes = std::make_unique<unsigned char[]>(n);
+    memcpy(stash_->bytes.get(), ahead.bytes + ahead.begin, n);
+    stash_->end = n;
+    ahead.begin = ahead.end = 0;
+}
+
+bool TlsTransport::input_waiting() const {
+    return stash_ || (ssl_ && mbedtls_ssl_get_bytes_avail(ssl_.get()) > 0);
+}
+
+bool TlsTransport::has_unread_input() const {
+    return (mode_ != Mode::Plain && input_waiting()) || PlainTransport::has_unread_input();
+}
+
+int TlsTransport::recv_socket(unsigned char *data, size_t length) {
     for (;;) {
-        ssize_t n = recv(self->fd_, data, length, 0);
+        ssize_t n = recv(fd_, data, length, 0);
         if (n >= 0)
             return static_cast<int>(n); // 0: EOF, which mbedTLS reports as a closed connection
         if (errno == EINTR)
@@ -177,6 +234,7 @@ void TlsTransport::continue_handshake() {
     int rc = 0;
     while (rc == 0 && ssl_->state != MBEDTLS_SSL_HANDSHAKE_OVER) {
         rc = mbedtls_ssl_handshake_step(ssl_.get());
+        keep_read_ahead();
         if (rc != 0 || ssl_->state != MBEDTLS_SSL_CLIENT_KEY_EXCHANGE)
             continue;
         if (unsigned char alert = refused_client_certificate()) {
@@ -214,9 +272,11 @@ void TlsTransport::read_tls() {
         return;
     }
     int rc = mbedtls_ssl_read(ssl_.get(), reinterpret_cast<unsigned char *>(buffer.data()), buffer.size());
+    keep_read_ahead();
     if (rc > 0) {
-        // mbedTLS may hold more decrypted bytes than fitted: the socket will not say so.
-        set_spin(mbedtls_ssl_get_bytes_avail(ssl_.get()) > 0);
+        // mbedTLS may hold more decrypted bytes than fitted, or the stash more records: the socket
+        // will not say so.
+        set_spin(input_waiting());
         events_->on_read(static_cast<size_t>(rc));
         return;
     }
@@ -235,7 +295,7 @@ void TlsTransport::read_tls() {
 void TlsTransport::set_reading(bool on) {
     PlainTransport::set_reading(on);
     if (mode_ == Mode::Tls)
-        set_spin(on && mbedtls_ssl_get_bytes_avail(ssl_.get()) > 0);
+        set_spin(on && input_waiting());
 }
 
 ssize_t TlsTransport::write_record(const unsigned char *data, size_t length) {
