@@ -21,6 +21,7 @@
 #   IDLE_COUNTS ["0 1000 10000"]  IDLE_REPS [5]  IDLE_DURATION [5]  idle scaling
 #   IDLE_SERVERS [trellis]  servers measured with their own idle connections
 #   IDLE_CONTROL [nginx]    who holds the control's idle connections
+#   IDLE_SETTLE [1]    seconds between the holder's last connect and the measurement
 #   MEM_CONNS [10000]  idle connections for idle_memory.py (plain and --tls)
 #   NGINX_PROTOCOLS [TLSv1.2]  nginx ssl_protocols
 #   TRELLIS_BIN [build/trellis]  PLUGIN_DIR [<dir of TRELLIS_BIN>/plugins]
@@ -56,6 +57,7 @@ IDLE_REPS=${IDLE_REPS:-5}
 IDLE_DURATION=${IDLE_DURATION:-5}
 IDLE_SERVERS=${IDLE_SERVERS:-trellis}
 IDLE_CONTROL=${IDLE_CONTROL:-nginx}
+IDLE_SETTLE=${IDLE_SETTLE:-1}
 MEM_CONNS=${MEM_CONNS:-10000}
 NGINX_PROTOCOLS=${NGINX_PROTOCOLS:-TLSv1.2}
 TRELLIS_BIN=${TRELLIS_BIN:-$ROOT_DIR/build/trellis}
@@ -82,7 +84,7 @@ ALL_WORKLOADS=(hello static-1k static-100k static-10m static-1k-close hello-pipe
 START_NS=$(date +%s%N)
 
 # ---------------------------------------------------------------- checks
-check_uint_knobs DURATION HS_DURATION HS_CLIENTS THREADS CONNECTIONS ROUNDS IDLE_REPS IDLE_DURATION MEM_CONNS
+check_uint_knobs DURATION HS_DURATION HS_CLIENTS THREADS CONNECTIONS ROUNDS IDLE_REPS IDLE_DURATION IDLE_SETTLE MEM_CONNS
 parse_workers
 parse_servers "${ALL_SERVERS[@]}"
 parse_workloads "${ALL_WORKLOADS[@]}"
@@ -332,7 +334,7 @@ idle_measure() { # TARGET HOLDER N REP
     key="$t|$h|$n"
     out=$TMP/raw/idle-$t-$h-$n-$rep.txt
     (( n == 0 )) || start_holder "$h" "$n"
-    sleep 1     # let the server settle after the burst of connects
+    sleep "$IDLE_SETTLE"    # let the server settle after the burst of connects
     read -r -a pids <<< "$(server_pids "$t")"
     c0=$(cpu_ticks "${pids[@]}")
     run_client $(( IDLE_DURATION + 30 )) "$out" \
@@ -349,8 +351,9 @@ idle_measure() { # TARGET HOLDER N REP
     IDLE_P99[$key]="${IDLE_P99[$key]:-} $p99"
     IDLE_RPS[$key]="${IDLE_RPS[$key]:-} $rps"
     IDLE_CPU[$key]="${IDLE_CPU[$key]:-} $cpu"
-    printf '  idle %-8s %6d idle on %-8s rep %d/%d: p50 %8.1f us  p99 %8.1f us  %9.1f req/s\n' \
-        "$t" "$n" "$h" "$rep" "$IDLE_REPS" "$p50" "$p99" "$rps" >&2
+    printf '  idle %-8s %6d idle on %-8s rep %d/%d: p50 %8.1f us  p99 %8.1f us  %9.1f req/s%s\n' \
+        "$t" "$n" "$h" "$rep" "$IDLE_REPS" "$p50" "$p99" "$rps" \
+        "$( (( n == 0 )) || awk '/^ready/ { printf "  (opened in %s)", $3 }' "$HOLDER_OUT")" >&2
 }
 IDLE_CONDS=()       # "TARGET|HOLDER|N", in measuring order
 IDLE_MAX=0
