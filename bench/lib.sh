@@ -311,6 +311,7 @@ ensure_server_packages() {
 # exit (including Ctrl-C); clients started with run_client in CLIENT_PIDS.
 declare -A SERVER_PID=()
 declare -A SERVER_EXTRA_PIDS=()   # forked workers to wait for after the master (lighttpd)
+declare -A SERVER_LOG=()          # the server's stdout/stderr
 CLIENT_PIDS=()
 
 stop_clients() {
@@ -377,6 +378,22 @@ launch_server() {
     for p in $ports; do assert_port_free "$p" "$name"; done
     "$@" > "$log" 2>&1 &
     SERVER_PID[$name]=$!
+    SERVER_LOG[$name]=$log
+}
+# check_alive NAME: die loudly (keeping the temp dir and showing the log) when a
+# server we started has exited, e.g. crashed under the previous load.
+check_alive() {
+    local name=$1 pid=${SERVER_PID[$1]:-} rc=0 how
+    [[ -n $pid ]] || return 0
+    pid_alive "$pid" && return 0
+    wait "$pid" 2>/dev/null || rc=$?
+    how="exit status $rc"
+    (( rc > 128 )) && how+=" (signal $(kill -l $(( rc - 128 )) 2>/dev/null || echo $(( rc - 128 ))))"
+    KEEP_TMP=1
+    unset "SERVER_PID[$name]"
+    echo "---- last lines of $name's output (${SERVER_LOG[$name]:-?}) ----" >&2
+    tail -n 30 "${SERVER_LOG[$name]:-/dev/null}" >&2 || true
+    die "$name (pid $pid) died during the benchmark: $how. Temp dir kept: $TMP"
 }
 # server_started NAME PORTS: after wait_ready: the listeners on PORTS are ours.
 server_started() {

@@ -219,12 +219,14 @@ run_wrk() {
         https-keepalive-*)    args=("$tbase/${w#https-keepalive-}.bin") ;;
         *) die "internal: unknown wrk workload $w" ;;
     esac
+    check_alive "$s"
     read -r -a pids <<< "$(server_pids "$s")"
     t0=$(cpu_ticks "${pids[@]}")
     run_client $(( DURATION + 30 )) "$out" env OPENSSL_CONF="$CLIENT_CNF" \
         wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --timeout 5s "${args[@]}" \
-        || { cat "$out" >&2; die "wrk failed for $s/$w"; }
+        || { cat "$out" >&2; check_alive "$s"; die "wrk failed for $s/$w"; }
     t1=$(cpu_ticks "${pids[@]}")
+    check_alive "$s"
     stats=$(wrk_stats "$out") || { cat "$out" >&2; die "could not parse Requests/sec for $s/$w"; }
     read -r rps errors <<< "$stats"
     n=$(wrk_requests "$out")
@@ -243,6 +245,7 @@ run_stime() {
     local s=$1 w=$2 round=$3 mode i out pid t0 t1 n count=0 full=0 resumed=0 marks pids c0 c1 rc
     local outs=() spids=()
     [[ $w == full-handshakes ]] && mode=-new || mode=-reuse
+    check_alive "$s"
     read -r -a pids <<< "$(server_pids "$s")"
     c0=$(cpu_ticks "${pids[@]}")
     t0=$(date +%s%N)
@@ -259,6 +262,7 @@ run_stime() {
         forget_client "$pid"
         if (( rc != 0 )); then
             for out in "${outs[@]}"; do tail -n 20 "$out" >&2; done
+            check_alive "$s"
             die "openssl s_time $mode failed for $s (exit $rc)"
         fi
     done
@@ -333,13 +337,14 @@ idle_measure() { # TARGET HOLDER N REP
     local t=$1 h=$2 n=$3 rep=$4 key out pids c0 c1 p50 p99 rps reqs cpu
     key="$t|$h|$n"
     out=$TMP/raw/idle-$t-$h-$n-$rep.txt
+    check_alive "$t"; check_alive "$h"
     (( n == 0 )) || start_holder "$h" "$n"
     sleep "$IDLE_SETTLE"    # let the server settle after the burst of connects
     read -r -a pids <<< "$(server_pids "$t")"
     c0=$(cpu_ticks "${pids[@]}")
     run_client $(( IDLE_DURATION + 30 )) "$out" \
         wrk -t 1 -c 1 -d "${IDLE_DURATION}s" --timeout 5s --latency "http://$ADDRESS:${PORT[$t]}/hello" \
-        || { cat "$out" >&2; die "wrk failed for idle scaling $key"; }
+        || { cat "$out" >&2; check_alive "$t"; die "wrk failed for idle scaling $key"; }
     c1=$(cpu_ticks "${pids[@]}")
     (( n == 0 )) || stop_holder "$h" "$key"
     p50=$(wrk_latency_us "$out" 50); p99=$(wrk_latency_us "$out" 99)
