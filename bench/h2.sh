@@ -52,102 +52,28 @@ RESULTS_DIR=$BENCH_DIR/results
 ALL_SERVERS=(trellis nginx h2o)
 ALL_WORKLOADS=(tls-hello tls-1k h2c-hello h2c-1k)
 
-# die/warn/info, stop_pid, free_port, subst, wait_ready, median, ratio, ...
+# die/warn/info, ports, knob parsing, server start/stop, run_client, median, ratio, ...
 # shellcheck source=bench/lib.sh
 . "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------- checks
-for v in DURATION CONNECTIONS STREAMS THREADS ROUNDS; do
-    { is_uint "${!v}" && (( ${!v} > 0 )); } || die "$v must be a positive integer (got '${!v}')"
-done
-if [[ $WORKERS == auto ]]; then
-    NWORKERS=$(nproc)
-    TRELLIS_WORKERS_JSON='"auto"'
-else
-    { is_uint "$WORKERS" && (( WORKERS > 0 )); } || die "WORKERS must be 'auto' or a positive integer"
-    NWORKERS=$WORKERS
-    TRELLIS_WORKERS_JSON=$WORKERS
-fi
-
-read -r -a SERVER_LIST <<< "$SERVERS"
-(( ${#SERVER_LIST[@]} > 0 )) || die "SERVERS is empty"
-for s in "${SERVER_LIST[@]}"; do
-    [[ " ${ALL_SERVERS[*]} " == *" $s "* ]] || die "unknown server '$s' in SERVERS (${ALL_SERVERS[*]})"
-done
-has_server() { local s; for s in "${SERVER_LIST[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
-
-WORKLOADS=()
-if [[ -n $ONLY ]]; then
-    read -r -a wanted <<< "${ONLY//,/ }"
-    for w in "${wanted[@]}"; do
-        [[ " ${ALL_WORKLOADS[*]} " == *" $w "* ]] || die "unknown workload '$w' in ONLY (known: ${ALL_WORKLOADS[*]})"
-        WORKLOADS+=("$w")
-    done
-else
-    WORKLOADS=("${ALL_WORKLOADS[@]}")
-fi
-
+check_uint_knobs DURATION CONNECTIONS STREAMS THREADS ROUNDS
+parse_workers
+parse_servers "${ALL_SERVERS[@]}"
+parse_workloads "${ALL_WORKLOADS[@]}"
 ensure_packages h2load nghttp2-client
 ensure_packages curl curl
 ensure_packages openssl openssl
-if has_server nginx; then
-    [[ $NGINX_BIN == nginx ]] && ensure_packages nginx nginx-light
-    command -v "$NGINX_BIN" >/dev/null || die "nginx binary '$NGINX_BIN' not found"
-fi
-if has_server h2o; then
-    [[ $H2O_BIN == h2o ]] && ensure_packages h2o h2o
-    command -v "$H2O_BIN" >/dev/null || die "h2o binary '$H2O_BIN' not found"
-fi
-if has_server trellis; then
-    [[ -x $TRELLIS_BIN ]] || die "trellis binary '$TRELLIS_BIN' not found or not executable.
-  Build it first (Release):  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build
-  or point TRELLIS_BIN at it (or leave trellis out of SERVERS to exercise the harness alone)."
-    TRELLIS_BIN=$(cd "$(dirname "$TRELLIS_BIN")" && pwd)/$(basename "$TRELLIS_BIN")
-    [[ -d $PLUGIN_DIR ]] || die "plugin directory '$PLUGIN_DIR' not found (set PLUGIN_DIR)"
-    PLUGIN_DIR=$(cd "$PLUGIN_DIR" && pwd)
-    for p in hello static; do
-        [[ -f $PLUGIN_DIR/$p.so ]] || die "plugin $PLUGIN_DIR/$p.so not found"
-    done
-    check_release_build "$TRELLIS_BIN"
-fi
+ensure_packages ss iproute2
+ensure_server_packages hello static
 
-# ---------------------------------------------------------------- temp dir + cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/trellis-h2-bench.XXXXXX")
-chmod 755 "$TMP"   # nginx workers drop to 'nobody' when started as root
-
-declare -A PID=()
-CLIENT_PID=
-
-cleanup() {
-    local rc=$? s
-    trap - EXIT INT TERM HUP
-    [[ -n $CLIENT_PID ]] && stop_pid "$CLIENT_PID" h2load
-    for s in "${ALL_SERVERS[@]}"; do stop_pid "${PID[$s]:-}" "$s"; done
-    if [[ $KEEP_TMP == 1 ]]; then
-        info "kept temporary directory $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-
-# ---------------------------------------------------------------- content + certificate
+# ---------------------------------------------------------------- temp dir, content, certificate
+bench_tmpdir trellis-h2-bench       # servers and clients are stopped on exit (lib.sh)
 WWW=$TMP/www
 make_www "$WWW"
 printf 'Hello, World!' > "$WWW/hello"   # h2o's /hello (nginx and trellis answer it themselves)
 chmod 644 "$WWW/hello"
-
-CERT=$TMP/localhost.crt
-KEY=$TMP/localhost.key
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=localhost -addext 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' \
-    -keyout "$KEY" -out "$CERT" > "$TMP/openssl-req.log" 2>&1 \
-    || { cat "$TMP/openssl-req.log" >&2; die "could not create the test certificate"; }
-chmod 644 "$KEY"   # h2o and nginx read it as root before dropping privileges; temp dir only
+make_cert
 
 # ---------------------------------------------------------------- start servers
 declare -A TLS_PORT=() H2C_PORT=()
@@ -156,46 +82,33 @@ for s in "${SERVER_LIST[@]}"; do
     H2C_PORT[$s]=$(free_port)
 done
 
-# ready NAME LOG: both ports answer /hello over h2 (bounded poll, see wait_ready).
+# ready NAME LOG: both ports answer over h2 (bounded poll, see wait_ready), and are ours.
 ready() {
     local s=$1 log=$2
-    wait_ready "$s" "${PID[$s]}" "$log" "https://$ADDRESS:${TLS_PORT[$s]}/1k.bin" --http2 --cacert "$CERT"
-    wait_ready "$s" "${PID[$s]}" "$log" "http://$ADDRESS:${H2C_PORT[$s]}/1k.bin" --http2-prior-knowledge
+    wait_ready "$s" "${SERVER_PID[$s]}" "$log" "https://$ADDRESS:${TLS_PORT[$s]}/1k.bin" --http2 --cacert "$CERT"
+    wait_ready "$s" "${SERVER_PID[$s]}" "$log" "http://$ADDRESS:${H2C_PORT[$s]}/1k.bin" --http2-prior-knowledge
+    server_started "$s" "${TLS_PORT[$s]} ${H2C_PORT[$s]}"
 }
 
-if has_server trellis; then
-    subst "$BENCH_DIR/trellis-h2.json.in" "$TMP/trellis.json" \
-        WORKERS_JSON="$TRELLIS_WORKERS_JSON" PLUGIN_DIR="$PLUGIN_DIR" ADDRESS="$ADDRESS" \
-        TLS_PORT="${TLS_PORT[trellis]}" H2C_PORT="${H2C_PORT[trellis]}" WWW="$WWW" \
-        CERT="$CERT" KEY="$KEY" LOG_LEVEL="$TRELLIS_LOG_LEVEL"
-    "$TRELLIS_BIN" --config "$TMP/trellis.json" > "$TMP/trellis.log" 2>&1 &
-    PID[trellis]=$!
-    ready trellis "$TMP/trellis.log"
-fi
-if has_server nginx; then
-    NGX=$TMP/nginx
-    mkdir -p "$NGX/conf" "$NGX/logs" "$NGX/tmp"
-    subst "$BENCH_DIR/nginx-h2.conf.in" "$NGX/conf/nginx.conf" \
-        WORKERS="$NWORKERS" PREFIX="$NGX" ADDRESS="$ADDRESS" TLS_PORT="${TLS_PORT[nginx]}" \
-        H2C_PORT="${H2C_PORT[nginx]}" WWW="$WWW" CERT="$CERT" KEY="$KEY" PROTOCOLS="$NGINX_PROTOCOLS"
-    "$NGINX_BIN" -p "$NGX/" -c conf/nginx.conf -e "$NGX/logs/error.log" -t \
-        > "$TMP/nginx-test.log" 2>&1 || { cat "$TMP/nginx-test.log" >&2; die "nginx -t rejected the config"; }
-    "$NGINX_BIN" -p "$NGX/" -c conf/nginx.conf -e "$NGX/logs/error.log" > "$TMP/nginx.log" 2>&1 &
-    PID[nginx]=$!
-    ready nginx "$NGX/logs/error.log"
-fi
-if has_server h2o; then
-    mkdir -p "$TMP/h2o"
-    subst "$BENCH_DIR/h2o.conf.in" "$TMP/h2o/h2o.conf" \
-        WORKERS="$NWORKERS" PREFIX="$TMP/h2o" ADDRESS="$ADDRESS" TLS_PORT="${TLS_PORT[h2o]}" \
-        H2C_PORT="${H2C_PORT[h2o]}" WWW="$WWW" CERT="$CERT" KEY="$KEY"
-    "$H2O_BIN" -t -c "$TMP/h2o/h2o.conf" > "$TMP/h2o-test.log" 2>&1 \
-        || { cat "$TMP/h2o-test.log" >&2; die "h2o -t rejected the config"; }
-    # One process (h2o's default master mode is "worker": threads, no fork).
-    "$H2O_BIN" -c "$TMP/h2o/h2o.conf" > "$TMP/h2o.log" 2>&1 &
-    PID[h2o]=$!
-    ready h2o "$TMP/h2o/error.log"
-fi
+common=(ADDRESS="$ADDRESS" WWW="$WWW" CERT="$CERT" KEY="$KEY")
+for s in "${SERVER_LIST[@]}"; do
+    ports="${TLS_PORT[$s]} ${H2C_PORT[$s]}"
+    case $s in
+        trellis)
+            start_trellis "$BENCH_DIR/trellis-h2.json.in" "$ports" "${common[@]}" \
+                WORKERS_JSON="$TRELLIS_WORKERS_JSON" PLUGIN_DIR="$PLUGIN_DIR" \
+                TLS_PORT="${TLS_PORT[$s]}" H2C_PORT="${H2C_PORT[$s]}" LOG_LEVEL="$TRELLIS_LOG_LEVEL"
+            ready trellis "$TMP/trellis.log" ;;
+        nginx)
+            start_nginx "$BENCH_DIR/nginx-h2.conf.in" "$ports" "${common[@]}" WORKERS="$NWORKERS" \
+                TLS_PORT="${TLS_PORT[$s]}" H2C_PORT="${H2C_PORT[$s]}" PROTOCOLS="$NGINX_PROTOCOLS"
+            ready nginx "$NGINX_ERROR_LOG" ;;
+        h2o)
+            start_h2o "$BENCH_DIR/h2o.conf.in" "$ports" "${common[@]}" WORKERS="$NWORKERS" \
+                TLS_PORT="${TLS_PORT[$s]}" PLAIN_PORT="${H2C_PORT[$s]}"
+            ready h2o "$TMP/h2o/error.log" ;;
+    esac
+done
 
 # verify NAME: /hello and /1k.bin over h2 on both ports, byte for byte.
 verify() {
@@ -231,14 +144,8 @@ run_h2load() { # server workload round
     out=$TMP/raw/$s-$w-$round.txt
     [[ $w == *-hello ]] && path=/hello || path=/1k.bin
     [[ $w == tls-* ]] && url="https://$ADDRESS:${TLS_PORT[$s]}$path" || url="http://$ADDRESS:${H2C_PORT[$s]}$path"
-    h2load -c "$CONNECTIONS" -m "$STREAMS" -t "$THREADS" -D "$DURATION" "$url" > "$out" 2>&1 &
-    CLIENT_PID=$!
-    if ! wait "$CLIENT_PID"; then
-        CLIENT_PID=
-        tail -n 30 "$out" >&2
-        die "h2load failed for $s/$w"
-    fi
-    CLIENT_PID=
+    run_client $(( DURATION + 30 )) "$out" h2load -c "$CONNECTIONS" -m "$STREAMS" -t "$THREADS" -D "$DURATION" "$url" \
+        || { tail -n 30 "$out" >&2; die "h2load failed for $s/$w"; }
     stats=$(h2load_stats "$out") || { tail -n 30 "$out" >&2; die "could not parse h2load output for $s/$w"; }
     read -r rps errors <<< "$stats"
     if (( errors > 0 )); then
