@@ -293,7 +293,7 @@ SC_GROUPS=(
     'fstat / newfstatat / statx|fstat newfstatat statx stat lstat'
     'futex|futex'
 )
-declare -A SC=() SC_OTHER=() NTHREADS=()
+declare -A SC=() SC_OTHER=() SC_ERRORS=() NTHREADS=()
 run_strace() { # SERVER WORKLOAD
     local s=$1 w=$2 pid tasks sum spid i g label names attached
     pid=${SERVER_PID[$s]}
@@ -337,6 +337,8 @@ run_strace() { # SERVER WORKLOAD
         END { printf "%.2f", c / n }' "$sum")
     SC_OTHER[$s,$w]=$(awk -v names="$all" -v n="$STRACE_N" '
         $1 ~ /^[0-9.]+$/ && $NF != "total" && !index(names, " " $NF " ") { printf "%s%s %.2f", sep, $NF, $4 / n; sep = ", " }' "$sum")
+    SC_ERRORS[$s,$w]=$(awk -v n="$STRACE_N" '
+        $1 ~ /^[0-9.]+$/ && $NF != "total" && NF == 6 && $5 > 0 { printf "%s%s %.2f", sep, $NF, $5 / n; sep = ", " }' "$sum")
     SC[$s,$w,total]=$(awk -v n="$STRACE_N" '$NF == "total" { printf "%.2f", $4 / n }' "$sum")
     [[ -n ${SC[$s,$w,total]} ]] || die "no total line in $sum"
 }
@@ -422,6 +424,8 @@ REPORT=$TMP/report.md
             for s in "${SERVER_LIST[@]}"; do
                 [[ -z ${SC_OTHER[$s,$w]} ]] || echo "
 other, $s: ${SC_OTHER[$s,$w]}"
+                [[ -z ${SC_ERRORS[$s,$w]} ]] || echo "
+failed (included above), $s: ${SC_ERRORS[$s,$w]}"
             done
         done
     fi
