@@ -338,7 +338,7 @@ run_strace() { # SERVER WORKLOAD
     SC_OTHER[$s,$w]=$(awk -v names="$all" -v n="$STRACE_N" '
         $1 ~ /^[0-9.]+$/ && $NF != "total" && !index(names, " " $NF " ") { printf "%s%s %.2f", sep, $NF, $4 / n; sep = ", " }' "$sum")
     SC_ERRORS[$s,$w]=$(awk -v n="$STRACE_N" '
-        $1 ~ /^[0-9.]+$/ && $NF != "total" && NF == 6 && $5 > 0 { printf "%s%s %.2f", sep, $NF, $5 / n; sep = ", " }' "$sum")
+        $1 ~ /^[0-9.]+$/ && $NF != "total" && NF == 6 && $5 > 0 { printf "%s%s %d (%.2f/request)", sep, $NF, $5, $5 / n; sep = ", " }' "$sum")
     SC[$s,$w,total]=$(awk -v n="$STRACE_N" '$NF == "total" { printf "%.2f", $4 / n }' "$sum")
     [[ -n ${SC[$s,$w,total]} ]] || die "no total line in $sum"
 }
@@ -435,7 +435,7 @@ failed (included above), $s: ${SC_ERRORS[$s,$w]}"
         for w in "${WORKLOADS[@]}"; do
             for s in "${SERVER_LIST[@]}"; do
                 echo
-                echo "### $s, \`$w\` (${IPR[$s,$w]} Ir/request)"
+                echo "### $s, \`$w\` ($(commas "${IPR[$s,$w]}") Ir/request)"
                 echo
                 echo "| function | object | Ir/request | share |"
                 echo "| --- | --- | ---: | ---: |"
