@@ -11,6 +11,7 @@
 #include <cstring>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -89,41 +90,43 @@ Listener *Listener::open(WorkerContext &worker, const ListenerSettings &settings
     if (getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length) == 0)
         port = ntohs(address.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
 
+    // In the worker's epoll set with its connections: accepting needs no turn of libuv.
     auto *listener = new Listener(worker, settings, std::move(tls), fd, port);
-    listener->poll_.data = listener;
     listener->resume_timer_.data = listener;
     uv_timer_init(worker.loop(), &listener->resume_timer_);
-    if (uv_poll_init_socket(worker.loop(), &listener->poll_, fd) != 0) {
-        ::close(fd);
-        throw StartupError("listen " + where + ": the event loop refused the socket");
+    if (!worker.poller.watch(fd, listener, 0, EPOLLIN)) {
+        std::string why = strerror(errno);
+        uv_close(reinterpret_cast<uv_handle_t *>(&listener->resume_timer_), uv_on_close);
+        throw StartupError("listen " + where + ": epoll: " + why);
     }
-    uv_poll_start(&listener->poll_, UV_READABLE, uv_on_poll);
+    listener->watched_ = EPOLLIN;
     return listener;
 }
 
+void Listener::watch(uint32_t events) {
+    if (worker_.poller.watch(fd_, this, watched_, events))
+        watched_ = events;
+}
+
 void Listener::close() {
-    pending_closes_ = 2;
-    uv_close(reinterpret_cast<uv_handle_t *>(&poll_), uv_on_close);
+    watch(0);
     uv_close(reinterpret_cast<uv_handle_t *>(&resume_timer_), uv_on_close);
 }
 
 void Listener::uv_on_close(uv_handle_t *handle) noexcept {
+    // Out of the epoll set since close(); libuv is done with the timer now.
     auto *self = static_cast<Listener *>(handle->data);
-    if (--self->pending_closes_ == 0) {
-        ::close(self->fd_);
-        delete self;
-    }
+    ::close(self->fd_);
+    delete self;
 }
 
-void Listener::uv_on_poll(uv_poll_t *handle, int status, int) noexcept {
-    auto *self = static_cast<Listener *>(handle->data);
-    if (status == 0)
-        self->on_readable();
+void Listener::on_epoll(uint32_t events) {
+    if (events & EPOLLIN)
+        on_readable();
 }
 
 void Listener::uv_on_resume(uv_timer_t *timer) noexcept {
-    auto *self = static_cast<Listener *>(timer->data);
-    uv_poll_start(&self->poll_, UV_READABLE, uv_on_poll);
+    static_cast<Listener *>(timer->data)->watch(EPOLLIN);
 }
 
 void Listener::warn_at_limit() {
@@ -138,7 +141,7 @@ void Listener::warn_at_limit() {
 
 void Listener::pause_accepting() {
     // Out of descriptors: accepting again at once would spin on EMFILE. Wait for some to close.
-    uv_poll_stop(&poll_);
+    watch(0);
     uv_timer_start(&resume_timer_, uv_on_resume, kAcceptPauseMs, 0);
 }
 
@@ -180,7 +183,7 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
         pause_accepting();
         return;
     }
-    Transport *transport = create_transport(worker_.loop(), fd, settings_.config.transport, tls_);
+    Transport *transport = create_transport(worker_.poller, fd, settings_.config.transport, tls_);
     if (!transport) {
         worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
         return;

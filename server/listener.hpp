@@ -3,6 +3,7 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "transport/poller.hpp"
 
 #include <cstdint>
 #include <memory>
@@ -26,7 +27,7 @@ struct ListenerSettings {
 // another, holds the listener's address and port. Call before the workers bind.
 void ensure_address_free(const ListenConfig &config);
 
-class Listener {
+class Listener final : public Pollable {
   public:
     // Creates, binds and listens; throws StartupError naming the address on failure. With
     // port 0 the kernel picks one; pass that port to the other workers' listeners.
@@ -38,6 +39,7 @@ class Listener {
     uint16_t port() const { return port_; }
     // Stops accepting and frees the listener once libuv is done with it.
     void close();
+    void on_epoll(uint32_t events) override;
 
   private:
     Listener(WorkerContext &worker, const ListenerSettings &settings, std::shared_ptr<const WorkerTls> tls,
@@ -47,7 +49,7 @@ class Listener {
     void accept_one(int fd, const struct sockaddr *peer);
     void pause_accepting();
     void warn_at_limit();
-    static void uv_on_poll(uv_poll_t *handle, int status, int events) noexcept;
+    void watch(uint32_t events);
     static void uv_on_resume(uv_timer_t *timer) noexcept;
     static void uv_on_close(uv_handle_t *handle) noexcept;
 
@@ -56,9 +58,8 @@ class Listener {
     std::shared_ptr<const WorkerTls> tls_;
     int fd_;
     uint16_t port_;
-    int pending_closes_ = 0;
     uint64_t last_limit_warning_ms_ = 0;
-    uv_poll_t poll_;
+    uint32_t watched_ = 0;    // in the worker's epoll set (Poller) for these events
     uv_timer_t resume_timer_; // restarts accepting after running out of descriptors
 };
 

@@ -57,6 +57,7 @@ int Worker::close_loop() {
     context_->mailbox->close();
     context_->access_log.close();
     context_->timeouts.close();
+    context_->poller.close();
     uv_walk(
         &loop_,
         [](uv_handle_t *handle, void *) {
@@ -197,7 +198,12 @@ void Worker::run() {
     start_plugins(*generations_.back()->generation, nullptr);
     if (!started_ok_)
         on_stop();
-    uv_run(&loop_, UV_RUN_DEFAULT);
+    // The connections' epoll set drives the loop (transport/poller.hpp).
+    if (!context_->poller.run()) {
+        SERVER_LOG_ERROR("worker %u: epoll: %s; stopping", index_, strerror(errno));
+        on_stop();
+        uv_run(&loop_, UV_RUN_DEFAULT);
+    }
     // Every instance still in use hears on_worker_stop once, newest generation first.
     std::vector<PluginInstance *> stopped;
     for (size_t g = generations_.size(); g-- > 0;) {

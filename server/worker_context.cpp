@@ -33,7 +33,7 @@ void WorkerContext::bind_thread() {
 WorkerContext::WorkerContext(uv_loop_t *loop, unsigned index, const Limits &limits, AccessLog *sink,
                              std::atomic<uint32_t> *open, WorkerStats *external_stats)
     : own_stats_(external_stats ? nullptr : std::make_unique<WorkerStats>()),
-      mailbox(std::make_shared<Mailbox>(loop, deliver_mail)), timeouts(loop, on_timeout, this),
+      mailbox(std::make_shared<Mailbox>(loop, deliver_mail)), timeouts(loop, on_timeout, this), poller(loop),
       pool(read_buffer_size(limits), this), access_log(loop, sink),
       stats(external_stats ? *external_stats : *own_stats_), open_connections(open), loop_(loop),
       index_(index) {

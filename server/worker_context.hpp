@@ -8,6 +8,7 @@
 #include "log/access_log.hpp"
 #include "metrics/metrics.hpp"
 #include "timeouts.hpp"
+#include "transport/poller.hpp"
 
 #include <atomic>
 #include <cstdint>
@@ -111,6 +112,7 @@ class WorkerContext {
     const ServerMetrics *metrics = nullptr; // for the status plugin
     std::shared_ptr<Mailbox> mailbox;
     Timeouts timeouts;
+    Poller poller; // the connections' sockets
     SessionPool pool;
     DateCache date;
     AccessLogBuffer access_log;

@@ -61,11 +61,18 @@ bool parse_number(std::string_view text, uint64_t &out) {
 } // namespace
 
 FileEtag file_etag(uint64_t inode, uint64_t size, int64_t mtime_sec, int64_t mtime_nsec) {
+    // "inode-size-mtime" in hex; to_chars, not snprintf: it is computed for every file answer.
     FileEtag etag;
-    int n = snprintf(etag.text, sizeof etag.text, "\"%llx-%llx-%llx\"",
-                     static_cast<unsigned long long>(inode), static_cast<unsigned long long>(size),
-                     static_cast<unsigned long long>(mtime_sec * 1000000000LL + mtime_nsec));
-    etag.length = n > 0 ? static_cast<size_t>(n) : 0;
+    char *at = etag.text;
+    char *end = etag.text + sizeof etag.text;
+    *at++ = '"';
+    at = std::to_chars(at, end, inode, 16).ptr;
+    *at++ = '-';
+    at = std::to_chars(at, end, size, 16).ptr;
+    *at++ = '-';
+    at = std::to_chars(at, end, static_cast<uint64_t>(mtime_sec * 1000000000LL + mtime_nsec), 16).ptr;
+    *at++ = '"';
+    etag.length = static_cast<size_t>(at - etag.text);
     return etag;
 }
 

@@ -204,7 +204,7 @@ bool Connection::nothing_unread() const {
     // close could turn into a reset: close at once, as nginx does, instead of lingering for its FIN
     // (a shutdown, a wake-up and a read saved on every such connection).
     const ActiveSession *s = session_;
-    if (s && (s->reader.in_message() || s->parse_pos < s->read_end))
+    if (dropped_input_ || (s && (s->reader.in_message() || s->parse_pos < s->read_end)))
         return false;
     return !transport_->has_unread_input();
 }
@@ -430,8 +430,10 @@ void Connection::process_input() {
     }
     if (state_ == State::Closed || !session_)
         return;
-    if (state_ != State::Open && !streaming_body())
-        s.parse_pos = s.read_end; // nothing after the last answered request is ever run
+    if (state_ != State::Open && !streaming_body()) {
+        dropped_input_ |= s.parse_pos < s.read_end; // the client sent more: its close must linger
+        s.parse_pos = s.read_end;                   // nothing after the last answered request is run
+    }
     compact_read_buffer();
     flush();
 }

@@ -162,6 +162,7 @@ class Connection final : public ClientConnection,
     bool response_chunked_ = false;   // the answer being written is framed in chunks
     bool peer_done_ = false;          // the peer sent EOF
     bool client_asked_close_ = false; // the last complete request said "Connection: close" (or was 1.0)
+    bool dropped_input_ = false;      // bytes after the last answered request were thrown away
     bool client_left_ = false;        // EOF, a reset or a failed write: a held request's 499
     bool write_blocked_ = false;
     bool tls_checked_ = false; // looked at the transport once bytes came (auto listeners decide late)

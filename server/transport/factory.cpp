@@ -30,11 +30,11 @@ std::shared_ptr<const WorkerTls> make_worker_tls(std::shared_ptr<const TlsContex
     return std::make_shared<WorkerTls>(std::move(context), worker);
 }
 
-Transport *create_transport(uv_loop_t *loop, int fd, TransportKind kind,
+Transport *create_transport(Poller &poller, int fd, TransportKind kind,
                             const std::shared_ptr<const WorkerTls> &tls) {
     if (kind == TransportKind::Plain || !tls)
-        return PlainTransport::create(loop, fd);
-    return TlsTransport::create(loop, fd, tls, kind == TransportKind::Auto);
+        return PlainTransport::create(poller, fd);
+    return TlsTransport::create(poller, fd, tls, kind == TransportKind::Auto);
 }
 
 } // namespace trellis

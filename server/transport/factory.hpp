@@ -4,6 +4,7 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "transport/poller.hpp"
 #include "transport/transport.hpp"
 
 #include <memory>
@@ -34,7 +35,7 @@ std::shared_ptr<const WorkerTls> make_worker_tls(std::shared_ptr<const TlsContex
 // Takes ownership of an accepted, non-blocking socket: plain for a plain listener, TLS for a tls
 // one, and the first byte decides on an auto one. Null (the socket closed) when it cannot be set
 // up. `tls` is null for plain listeners.
-Transport *create_transport(uv_loop_t *loop, int fd, TransportKind kind,
+Transport *create_transport(Poller &poller, int fd, TransportKind kind,
                             const std::shared_ptr<const WorkerTls> &tls);
 
 } // namespace trellis

@@ -1,6 +1,7 @@
 #include "transport/plain.hpp"
 
 #include <cerrno>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -8,21 +9,22 @@
 
 namespace trellis {
 
-PlainTransport *PlainTransport::create(uv_loop_t *loop, int fd) {
-    auto *transport = new PlainTransport(fd);
-    if (!transport->attach(loop)) {
+PlainTransport *PlainTransport::create(Poller &poller, int fd) {
+    auto *transport = new PlainTransport(poller, fd);
+    if (!transport->attach()) {
         delete transport;
         return nullptr;
     }
     return transport;
 }
 
-bool PlainTransport::attach(uv_loop_t *loop) {
-    poll_.data = this;
-    if (uv_poll_init_socket(loop, &poll_, fd_) != 0) {
+bool PlainTransport::attach() {
+    if (!poller_.watch(fd_, this, 0, EPOLLIN)) {
         ::close(fd_);
         return false;
     }
+    watched_ = EPOLLIN;
+    reading_ = true; // no events reach it before start(): both happen in one turn of the loop
     return true;
 }
 
@@ -43,11 +45,13 @@ void PlainTransport::update_interest() {
         return;
     // A spinning transport also asks for writability: a socket is nearly always writable, so the
     // loop comes back at once, without a timer or an extra handle.
-    int mask = (reading_ ? UV_READABLE : 0) | (writing_ || spin_ ? UV_WRITABLE : 0);
-    if (mask == 0)
-        uv_poll_stop(&poll_);
-    else
-        uv_poll_start(&poll_, mask, uv_on_poll);
+    uint32_t mask = (reading_ ? uint32_t{EPOLLIN} : 0u) | (writing_ || spin_ ? uint32_t{EPOLLOUT} : 0u);
+    if (poller_.watch(fd_, this, watched_, mask)) {
+        watched_ = mask;
+    } else if (events_) {
+        // The kernel would not watch it (out of memory): without events the connection would hang.
+        events_->on_read_end(-ENOMEM);
+    }
 }
 
 void PlainTransport::set_reading(bool on) {
@@ -103,19 +107,28 @@ void PlainTransport::shutdown_write() {
 void PlainTransport::close() {
     closed_ = true;
     events_ = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t *>(&poll_), uv_on_close);
+    poller_.retire(fd_, this, watched_); // deleted once the events being dispatched are done with it
 }
 
-void PlainTransport::uv_on_close(uv_handle_t *handle) noexcept {
-    // The descriptor is closed only now: libuv forgets it in uv_close, and a descriptor number
-    // reused by accept() before that would confuse the poller.
-    auto *self = static_cast<PlainTransport *>(handle->data);
-    ::close(self->fd_);
-    delete self;
+void PlainTransport::on_epoll(uint32_t events) {
+    // The events a uv_poll_t would report. An error stops the watching (as uv_poll does) and is
+    // reported once; a bare hang-up reaches whoever waits, to find out by reading or writing.
+    if ((events & EPOLLERR) && !(events & EPOLLPRI)) {
+        update_after_error();
+        on_poll(UV_EBADF, 0);
+        return;
+    }
+    if (events == EPOLLHUP)
+        events |= watched_;
+    events &= watched_;
+    int uv_events = (events & EPOLLIN ? UV_READABLE : 0) | (events & EPOLLOUT ? UV_WRITABLE : 0);
+    if (uv_events)
+        on_poll(0, uv_events);
 }
 
-void PlainTransport::uv_on_poll(uv_poll_t *handle, int status, int events) noexcept {
-    static_cast<PlainTransport *>(handle->data)->on_poll(status, events);
+void PlainTransport::update_after_error() {
+    if (poller_.watch(fd_, this, watched_, 0))
+        watched_ = 0;
 }
 
 void PlainTransport::on_poll(int status, int events) {

@@ -1,19 +1,18 @@
-// Plain TCP: a non-blocking socket watched by one uv_poll_t. Using the socket directly (instead
-// of a uv_tcp_t) costs 160 bytes per connection instead of 248 plus 192 per pending write, and it
-// lets the session write a whole batch with one sendmsg and send files with sendfile(2).
+// Plain TCP: a non-blocking socket in the worker's epoll set (Poller). Using the socket directly
+// (instead of a uv_tcp_t) costs no libuv handle per connection, and it lets the session write a
+// whole batch with one sendmsg and send files with sendfile(2).
 #pragma once
 
+#include "transport/poller.hpp"
 #include "transport/transport.hpp"
-
-#include <uv.h>
 
 namespace trellis {
 
-class PlainTransport : public Transport {
+class PlainTransport : public Transport, public Pollable {
   public:
     // Takes ownership of `fd`, a connected non-blocking socket. Fails (returns nullptr and closes
-    // fd) only when libuv refuses the descriptor.
-    static PlainTransport *create(uv_loop_t *loop, int fd);
+    // fd) only when the kernel refuses to watch the descriptor.
+    static PlainTransport *create(Poller &poller, int fd);
 
     void start(TransportEvents *events) override;
     void hand_over(TransportEvents *events) override { events_ = events; }
@@ -27,10 +26,11 @@ class PlainTransport : public Transport {
     bool has_unread_input() const override;
 
   protected:
-    explicit PlainTransport(int fd) : fd_(fd) {}
+    PlainTransport(Poller &poller, int fd) : poller_(poller), fd_(fd) {}
     ~PlainTransport() override = default;
-    // Registers the socket with the loop; false if libuv refuses it.
-    bool attach(uv_loop_t *loop);
+    // Puts the socket in the worker's set, watched for input; false (the socket closed) if the
+    // kernel refuses.
+    bool attach();
     void update_interest();
     // Readiness of the socket; the TLS transport overrides it to run mbedTLS first.
     virtual void on_poll(int status, int events);
@@ -39,7 +39,7 @@ class PlainTransport : public Transport {
     // Wake up once more even if the socket has nothing new (TLS has buffered plaintext).
     void set_spin(bool on);
 
-    uv_poll_t poll_;
+    Poller &poller_;
     TransportEvents *events_ = nullptr;
     int fd_;
     bool reading_ = false;
@@ -48,8 +48,10 @@ class PlainTransport : public Transport {
     bool closed_ = false;
 
   private:
-    static void uv_on_poll(uv_poll_t *handle, int status, int events) noexcept;
-    static void uv_on_close(uv_handle_t *handle) noexcept;
+    void on_epoll(uint32_t events) override;
+    void update_after_error();
+
+    uint32_t watched_ = 0; // the epoll events the socket is in the set for (0: not in it)
 };
 
 } // namespace trellis

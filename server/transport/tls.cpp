@@ -39,18 +39,19 @@ std::string describe_verify_flags(uint32_t flags) {
 
 } // namespace
 
-TlsTransport *TlsTransport::create(uv_loop_t *loop, int fd, std::shared_ptr<const WorkerTls> tls,
+TlsTransport *TlsTransport::create(Poller &poller, int fd, std::shared_ptr<const WorkerTls> tls,
                                    bool allow_plain) {
-    auto *transport = new TlsTransport(fd, std::move(tls), allow_plain);
-    if (!transport->attach(loop)) {
+    auto *transport = new TlsTransport(poller, fd, std::move(tls), allow_plain);
+    if (!transport->attach()) {
         delete transport;
         return nullptr;
     }
     return transport;
 }
 
-TlsTransport::TlsTransport(int fd, std::shared_ptr<const WorkerTls> tls, bool allow_plain)
-    : PlainTransport(fd), tls_(std::move(tls)), mode_(allow_plain ? Mode::Sniffing : Mode::Handshake) {}
+TlsTransport::TlsTransport(Poller &poller, int fd, std::shared_ptr<const WorkerTls> tls, bool allow_plain)
+    : PlainTransport(poller, fd), tls_(std::move(tls)),
+      mode_(allow_plain ? Mode::Sniffing : Mode::Handshake) {}
 
 TlsTransport::~TlsTransport() {
     if (ssl_)

@@ -20,7 +20,7 @@ class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
     // Takes ownership of `fd`. With `allow_plain` (an "auto" listener), plain HTTP is served too.
     // `tls` is kept alive by the connection: a certificate reload must not pull the ssl_config
     // from under a handshake in progress.
-    static TlsTransport *create(uv_loop_t *loop, int fd, std::shared_ptr<const WorkerTls> tls,
+    static TlsTransport *create(Poller &poller, int fd, std::shared_ptr<const WorkerTls> tls,
                                 bool allow_plain);
 
     void set_reading(bool on) override;
@@ -40,7 +40,7 @@ class TlsTransport final : public PlainTransport, public TlsHandshakeObserver {
 
   private:
     enum class Mode { Sniffing, Handshake, Tls, Plain };
-    TlsTransport(int fd, std::shared_ptr<const WorkerTls> tls, bool allow_plain);
+    TlsTransport(Poller &poller, int fd, std::shared_ptr<const WorkerTls> tls, bool allow_plain);
     ~TlsTransport() override;
     void on_poll(int status, int events) override;
     bool start_tls();

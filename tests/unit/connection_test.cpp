@@ -718,6 +718,15 @@ TEST_CASE("connection: Connection header and HTTP versions") {
         s.eof();
         CHECK_FALSE(s.alive());
     }
+    SUBCASE("Connection: close with nothing after it closes at once, without lingering") {
+        Session s;
+        s.read_all(get("/hello", "Connection: close\r\n"));
+        std::vector<Response> rs = responses(s);
+        REQUIRE(rs.size() == 1);
+        CHECK(rs[0].header("Connection") == "close");
+        CHECK_FALSE(s.fake.shut);
+        CHECK_FALSE(s.alive());
+    }
     SUBCASE("HTTP/1.0 closes by default") {
         Session s;
         s.read_all("GET /echo HTTP/1.0\r\n\r\n");
@@ -727,7 +736,8 @@ TEST_CASE("connection: Connection header and HTTP versions") {
         CHECK(rs[0].header("Connection") == "close");
         CHECK(rs[0].json()["version"] == "HTTP/1.0");
         CHECK(rs[0].json()["host"] == "");
-        CHECK(s.fake.shut);
+        CHECK_FALSE(s.fake.shut); // nothing came after it: closed at once, no lingering
+        CHECK_FALSE(s.alive());
     }
     SUBCASE("HTTP/1.0 with Connection: keep-alive stays open") {
         Session s;

@@ -126,3 +126,10 @@ TEST_CASE("file ETag is strong and changes with the file") {
     CHECK(a != file_etag(1, 3, 3, 4).view());
     CHECK(a != file_etag(2, 2, 3, 4).view());
 }
+
+TEST_CASE("file ETag text: inode, size and mtime in nanoseconds, in hex") {
+    CHECK(file_etag(0x1f, 1024, 1, 5).view() == "\"1f-400-3b9aca05\"");
+    CHECK(file_etag(0, 0, 0, 0).view() == "\"0-0-0\"");
+    const uint64_t max = ~uint64_t{0};
+    CHECK(file_etag(max, max, 0, 0).view() == "\"ffffffffffffffff-ffffffffffffffff-0\"");
+}
