@@ -10,6 +10,7 @@
 #include <mbedtls/sha256.h>
 #include <mbedtls/x509_crt.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -419,9 +420,12 @@ WorkerTls::WorkerTls(std::shared_ptr<const TlsContext> context, unsigned worker_
     mbedtls_ssl_conf_renegotiation(&config_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
     mbedtls_ssl_conf_legacy_renegotiation(&config_, MBEDTLS_SSL_LEGACY_NO_RENEGOTIATION);
     auto &ctx = const_cast<TlsContext &>(*context_);
-    rc = mbedtls_ssl_conf_own_cert(&config_, &ctx.certificates_[0]->chain, keys_[0].get());
-    if (rc != 0)
-        throw StartupError("tls: " + ctx.certificates_[0]->cert_file + ": " + tls_error_text(rc));
+    sort_key_pairs();
+    for (size_t i : key_pairs_[0]) {
+        rc = mbedtls_ssl_conf_own_cert(&config_, &ctx.certificates_[i]->chain, keys_[i].get());
+        if (rc != 0)
+            throw StartupError("tls: " + ctx.certificates_[i]->cert_file + ": " + tls_error_text(rc));
+    }
     mbedtls_ssl_conf_sni(&config_, on_sni, this);
     const TlsConfig &settings = context_->config();
     if (settings.client_auth != ClientAuth::None) {
@@ -444,6 +448,19 @@ WorkerTls::~WorkerTls() {
     mbedtls_ctr_drbg_free(&drbg_);
 }
 
+void WorkerTls::sort_key_pairs() {
+    const auto &certificates = context_->certificates();
+    key_pairs_.resize(certificates.size());
+    for (size_t i = 0; i < certificates.size(); ++i) {
+        for (size_t j = 0; j < certificates.size(); ++j)
+            if (certificates[j]->names == certificates[i]->names)
+                key_pairs_[i].push_back(j);
+        std::stable_partition(key_pairs_[i].begin(), key_pairs_[i].end(), [this](size_t j) {
+            return mbedtls_pk_get_type(keys_[j].get()) == MBEDTLS_PK_ECKEY;
+        });
+    }
+}
+
 int WorkerTls::on_sni(void *data, mbedtls_ssl_context *ssl, const unsigned char *name, size_t length) {
     auto *self = static_cast<WorkerTls *>(data);
     std::string_view server_name(reinterpret_cast<const char *>(name), length);
@@ -451,8 +468,13 @@ int WorkerTls::on_sni(void *data, mbedtls_ssl_context *ssl, const unsigned char 
     auto *observer = static_cast<TlsHandshakeObserver *>(ssl->p_bio);
     if (observer)
         observer->on_server_name(server_name, index);
-    return mbedtls_ssl_set_hs_own_cert(ssl, &self->context_->certificates()[index]->chain,
-                                       self->keys_[index].get());
+    for (size_t i : self->key_pairs_[index]) {
+        int rc =
+            mbedtls_ssl_set_hs_own_cert(ssl, &self->context_->certificates()[i]->chain, self->keys_[i].get());
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
 }
 
 } // namespace trellis

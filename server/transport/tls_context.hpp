@@ -118,7 +118,13 @@ class WorkerTls {
 
   private:
     static int on_sni(void *self, mbedtls_ssl_context *ssl, const unsigned char *name, size_t length);
+    // The certificates offered together with certificates_[index]: every one for the same names,
+    // ECDSA first. mbedTLS then picks per cipher suite, so a client that takes ECDSA gets the
+    // ECDSA certificate (a full handshake with P-256 costs mbedTLS 2.28 about 0.7 of one with
+    // RSA-2048) and a client that only takes RSA gets the RSA one.
+    void sort_key_pairs();
     std::shared_ptr<const TlsContext> context_;
+    std::vector<std::vector<size_t>> key_pairs_; // per certificate index
     mbedtls_ctr_drbg_context drbg_;
     mbedtls_ssl_config config_;
     std::vector<std::unique_ptr<mbedtls_pk_context>> keys_;

@@ -648,6 +648,44 @@ class Sni(TlsTestCase):
         self.assertEqual(r.status, 200, f"{r!r} (one certificate, SNI localhost, Host other.test)")
 
 
+class DualCertificates(TlsTestCase):
+    """An RSA and an ECDSA certificate for the same names (RSA listed first): a client that takes
+    ECDSA gets the ECDSA one (the cheaper full handshake with mbedTLS), one that only takes RSA
+    gets the RSA one, with and without SNI."""
+
+    def setUp(self):
+        super().setUp()
+        d = suite_pki().dir / "t70-dual"
+        self.rsa = make_cert(d, "dual-rsa", certs().ca, "dual.example", dns=["dual.example"],
+                             key_kind="rsa")
+        self.ec = make_cert(d, "dual-ec", certs().ca, "dual.example", dns=["dual.example"])
+        other = make_cert(d, "other", certs().ca, "other.example", dns=["other.example"])
+        # Also as the SNI pick: the pair comes second, after a certificate for another name.
+        self.s = self.tls_server(tls={"certificates": [cert_entry(self.rsa), cert_entry(self.ec)]})
+        self.sni = self.tls_server(tls={"certificates": [cert_entry(other), cert_entry(self.rsa),
+                                                         cert_entry(self.ec)]})
+
+    def served(self, server, sni, ciphers=None):
+        ctx = client_ctx(verify=False)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if ciphers:
+            ctx.set_ciphers(ciphers)
+        c = Conn(server.port, transport="tls", server_hostname=sni, context=ctx)
+        self._conns.append(c)
+        self.assertIsNone(c.handshake_error)
+        return c.sock.getpeercert(True), c.sock.cipher()[0]
+
+    def test_ecdsa_preferred_rsa_for_rsa_only_clients(self):
+        for server, sni in ((self.s, None), (self.s, "dual.example"), (self.sni, "dual.example")):
+            with self.subTest(sni=sni, certificates=len(server.config["tls"]["certificates"])):
+                cert, cipher = self.served(server, sni)
+                self.assertEqual(cert, der(self.ec.cert), cipher)
+                self.assertIn("ECDSA", cipher)
+                cert, cipher = self.served(server, sni, "ECDHE-RSA-AES128-GCM-SHA256")
+                self.assertEqual(cert, der(self.rsa.cert), cipher)
+                self.assertEqual(cipher, "ECDHE-RSA-AES128-GCM-SHA256")
+
+
 # --------------------------------------------------------------------------------------------
 # Session resumption
 # --------------------------------------------------------------------------------------------
