@@ -23,12 +23,16 @@ namespace {
 
 // Issue #3: forward secrecy with AEAD only, and the two fast curves set explicitly (left at its
 // defaults mbedTLS 2.28 would negotiate secp521r1, several times slower).
-const int kCiphersuites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+// ChaCha20-Poly1305 first (the server's order wins): mbedTLS 2.28's AES-GCM hashes one block at a
+// time, and its ChaCha20-Poly1305 is faster from 1 KiB records up, even with AES-NI: 16 KiB
+// records 4.48 vs 3.38 ns/byte, 1,200 B 4.85 vs 3.97, 100 B 6.44 vs 6.95 (AMD EPYC, Debian's
+// libmbedcrypto 2.28.3, mbedtls_cipher_auth_encrypt_ext in a loop).
+const int kCiphersuites[] = {MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                             MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
                              MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-                             MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                             MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
                              MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
                              MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-                             MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
                              0};
 const mbedtls_ecp_group_id kCurves[] = {MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1,
                                         MBEDTLS_ECP_DP_NONE};
