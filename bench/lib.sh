@@ -17,18 +17,19 @@ info() { echo "$BENCH_PROG: $*" >&2; }
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 
-# stop_pid PID NAME [SIGNAL]: signal PID (default TERM), wait up to 5 s, then KILL.
+# stop_pid PID NAME [SIGNAL] [SECONDS]: signal PID (default TERM), wait up to SECONDS (default 5),
+# then KILL.
 stop_pid() {
-    local pid=$1 name=$2 sig=${3:-TERM} i
+    local pid=$1 name=$2 sig=${3:-TERM} seconds=${4:-5} i
     [[ -n $pid ]] || return 0
     kill -0 "$pid" 2>/dev/null || return 0
     kill "-$sig" "$pid" 2>/dev/null || true
-    for (( i = 0; i < 50; i++ )); do
+    for (( i = 0; i < seconds * 10; i++ )); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-        warn "$name (pid $pid) did not stop on SIG$sig; sending SIGKILL"
+        warn "$name (pid $pid) did not stop within $seconds s of SIG$sig; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || true

@@ -204,19 +204,10 @@ wait_up() {
 # stop_profiled NAME: SIGTERM, then wait (up to 60 s: valgrind writes its
 # callgrind.out at exit) before SIGKILL.
 stop_profiled() {
-    local name=$1 pid=${SERVER_PID[$1]:-} i
+    local name=$1 pid=${SERVER_PID[$1]:-}
     [[ -n $pid ]] || return 0
     check_alive "$name"
-    kill -TERM "$pid" 2>/dev/null || true
-    for (( i = 0; i < 600; i++ )); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        warn "$name (pid $pid) did not stop within 60 s of SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid" "$name" TERM 60
     unset "SERVER_PID[$name]"
 }
 

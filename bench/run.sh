@@ -463,6 +463,23 @@ label() {
         resumed-handshakes) echo 'resumed TLS 1.2 handshakes' ;;
     esac
 }
+# The chart's names: short enough to sit level under their bars (rotated labels render
+# differently from one SVG viewer to the next).
+chart_label() {
+    case $1 in
+        hello) echo 'hello' ;;
+        static-1k) echo '1 KiB' ;;
+        static-100k) echo '100 KiB' ;;
+        static-10m) echo '10 MiB' ;;
+        static-1k-close) echo 'new conn.' ;;
+        hello-pipelined-16) echo 'pipelined' ;;
+        https-keepalive-1k) echo 'TLS 1 KiB' ;;
+        https-keepalive-100k) echo 'TLS 100 KiB' ;;
+        https-keepalive-10m) echo 'TLS 10 MiB' ;;
+        full-handshakes) echo 'full hs' ;;
+        resumed-handshakes) echo 'resumed hs' ;;
+    esac
+}
 server_version() {
     case $1 in
         trellis) echo "Trellis $TRELLIS_BIN ($(git -C "$ROOT_DIR" rev-parse --short HEAD 2>/dev/null || echo '?'); mbedTLS 2.28)" ;;
@@ -592,7 +609,7 @@ if has_server nginx && (( ${#THROUGHPUT[@]} )); then
         echo "# throughput / nginx's, medians; $(date -u '+%Y-%m-%d %H:%M UTC')"
         printf '"workload"'; for s in "${SERVER_LIST[@]}"; do printf ' "%s"' "$s"; done; echo
         for w in "${THROUGHPUT[@]}"; do
-            printf '"%s"' "$(label "$w")"
+            printf '"%s"' "$(chart_label "$w")"
             for s in "${SERVER_LIST[@]}"; do
                 r=$(ratio "$(med "${RESULTS[$s,$w]}")" "$(med "${RESULTS[nginx,$w]}")")
                 [[ $r == - || -n $(noresume "$s" "$w") ]] && r='?'
@@ -617,8 +634,8 @@ set key outside right top vertical
 set ylabel "throughput / nginx"
 set yrange [0:*]
 set grid ytics lc rgb "#cccccc"
-set xtics rotate by -35 left nomirror
-set bmargin 9
+set xtics nomirror
+set bmargin 4
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "black"
 set linetype 1 lc rgb "#2b6cb0"
 set linetype 2 lc rgb "#a0aec0"
