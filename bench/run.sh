@@ -448,37 +448,24 @@ range() {
 }
 noresume() { [[ $2 != resumed-handshakes || -z ${NORESUME[$1]:-} ]] || printf ' (no resumption: all full handshakes)'; }
 errnote() { [[ -z ${ERRORS[$1]:-} ]] || printf ' ⚠ %s errors' "${ERRORS[$1]}"; }
+# label WORKLOAD [chart]: the table's name of a workload, or with "chart" the chart's, short enough
+# to sit level under its bars (rotated labels render differently from one SVG viewer to the next).
 label() {
+    local long short
     case $1 in
-        hello) echo 'hello, keep-alive (13 B)' ;;
-        static-1k) echo '1 KiB file, keep-alive' ;;
-        static-100k) echo '100 KiB file, keep-alive' ;;
-        static-10m) echo '10 MiB file, keep-alive' ;;
-        static-1k-close) echo '1 KiB, new connection per request' ;;
-        hello-pipelined-16) echo 'hello, pipelined x16' ;;
-        https-keepalive-1k) echo 'HTTPS 1 KiB, keep-alive' ;;
-        https-keepalive-100k) echo 'HTTPS 100 KiB, keep-alive' ;;
-        https-keepalive-10m) echo 'HTTPS 10 MiB, keep-alive' ;;
-        full-handshakes) echo 'full TLS 1.2 handshakes' ;;
-        resumed-handshakes) echo 'resumed TLS 1.2 handshakes' ;;
+        hello) long='hello, keep-alive (13 B)' short='hello' ;;
+        static-1k) long='1 KiB file, keep-alive' short='1 KiB' ;;
+        static-100k) long='100 KiB file, keep-alive' short='100 KiB' ;;
+        static-10m) long='10 MiB file, keep-alive' short='10 MiB' ;;
+        static-1k-close) long='1 KiB, new connection per request' short='new conn.' ;;
+        hello-pipelined-16) long='hello, pipelined x16' short='pipelined' ;;
+        https-keepalive-1k) long='HTTPS 1 KiB, keep-alive' short='TLS 1 KiB' ;;
+        https-keepalive-100k) long='HTTPS 100 KiB, keep-alive' short='TLS 100 KiB' ;;
+        https-keepalive-10m) long='HTTPS 10 MiB, keep-alive' short='TLS 10 MiB' ;;
+        full-handshakes) long='full TLS 1.2 handshakes' short='full hs' ;;
+        resumed-handshakes) long='resumed TLS 1.2 handshakes' short='resumed hs' ;;
     esac
-}
-# The chart's names: short enough to sit level under their bars (rotated labels render
-# differently from one SVG viewer to the next).
-chart_label() {
-    case $1 in
-        hello) echo 'hello' ;;
-        static-1k) echo '1 KiB' ;;
-        static-100k) echo '100 KiB' ;;
-        static-10m) echo '10 MiB' ;;
-        static-1k-close) echo 'new conn.' ;;
-        hello-pipelined-16) echo 'pipelined' ;;
-        https-keepalive-1k) echo 'TLS 1 KiB' ;;
-        https-keepalive-100k) echo 'TLS 100 KiB' ;;
-        https-keepalive-10m) echo 'TLS 10 MiB' ;;
-        full-handshakes) echo 'full hs' ;;
-        resumed-handshakes) echo 'resumed hs' ;;
-    esac
+    if [[ ${2:-} == chart ]]; then echo "$short"; else echo "$long"; fi
 }
 server_version() {
     case $1 in
@@ -609,7 +596,7 @@ if has_server nginx && (( ${#THROUGHPUT[@]} )); then
         echo "# throughput / nginx's, medians; $(date -u '+%Y-%m-%d %H:%M UTC')"
         printf '"workload"'; for s in "${SERVER_LIST[@]}"; do printf ' "%s"' "$s"; done; echo
         for w in "${THROUGHPUT[@]}"; do
-            printf '"%s"' "$(chart_label "$w")"
+            printf '"%s"' "$(label "$w" chart)"
             for s in "${SERVER_LIST[@]}"; do
                 r=$(ratio "$(med "${RESULTS[$s,$w]}")" "$(med "${RESULTS[nginx,$w]}")")
                 [[ $r == - || -n $(noresume "$s" "$w") ]] && r='?'
