@@ -7,6 +7,7 @@
 #include "metrics/metrics.hpp"
 #include "plugin/loader.hpp"
 #include "router.hpp"
+#include "service/notify.hpp"
 #include "thread_pool.hpp"
 #include "transport/factory.hpp"
 #include "worker.hpp"
@@ -67,6 +68,7 @@ void stop_workers(MainLoop &main) {
     if (main.stopping)
         return;
     main.stopping = true;
+    notify_service_manager("STOPPING=1"); // a signal's drain, or a worker that ended on its own
     for (auto &worker : *main.workers)
         worker->stop();
 }
@@ -348,8 +350,11 @@ int Server::run() {
         &main.sighup,
         [](uv_signal_t *handle, int) {
             auto &m = *static_cast<MainLoop *>(handle->data);
-            if (!m.stopping)
-                m.server->reload();
+            if (m.stopping)
+                return;
+            notify_reloading();
+            m.server->reload();
+            notify_service_manager("READY=1"); // the old generation still serves when a reload fails
         },
         SIGHUP);
     // logrotate: the files were renamed; write on under their paths again.
@@ -382,6 +387,8 @@ int Server::run() {
                 uv_async_send(&m.worker_exited);
             },
             &main);
+    // Every listener is bound (start()): connections wait in the backlog until the workers run.
+    notify_service_manager("READY=1");
     uv_run(&main.loop, UV_RUN_DEFAULT);
     uv_loop_close(&main.loop);
     bool ok = true;

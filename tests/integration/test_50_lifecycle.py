@@ -228,6 +228,72 @@ class Shutdown(TrellisTestCase):
         self.assertLess(t_exit - t_sig, shutdown_ms / 1000, "exit came after shutdown_timeout_ms")
         self.assertLess(t_exit - t_end, 3.0, "the server lingered after its last response")
 
+class ServiceManagerNotify(TrellisTestCase):
+    """systemd's Type=notify protocol, against a socket the test owns: READY=1 once every
+    listener is bound, RELOADING=1 (with MONOTONIC_USEC) then READY=1 around SIGHUP, also when
+    the reload fails, STOPPING=1 when SIGTERM starts the drain. Path and abstract sockets."""
+
+    def listen(self, abstract: bool):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if abstract:
+            name = f"@trellis-test-{os.getpid()}-{time.monotonic_ns()}"
+            sock.bind("\0" + name[1:])
+        else:
+            name = os.path.join(self.tmp, "notify.sock")
+            sock.bind(name)
+        sock.settimeout(10)
+        self.addCleanup(sock.close)
+        return sock, name
+
+    def start_notifying(self, name: str, config=None):
+        def set_socket():
+            os.environ["NOTIFY_SOCKET"] = name
+        return self.start_server(config, preexec=set_socket)
+
+    def check_protocol(self, abstract: bool):
+        sock, name = self.listen(abstract)
+        s = self.start_notifying(name)
+        self.assertEqual(sock.recv(4096), b"READY=1")
+        self.assertEqual(s.get("/hello").status, 200)  # ready meant serving
+        s.send_signal(signal.SIGHUP)
+        reloading = sock.recv(4096).decode()
+        self.assertRegex(reloading, r"^RELOADING=1\nMONOTONIC_USEC=\d+$")
+        usec = int(reloading.split("=")[-1])
+        self.assertLess(abs(usec / 1e6 - time.clock_gettime(time.CLOCK_MONOTONIC)), 30)
+        self.assertEqual(sock.recv(4096), b"READY=1")
+        s.wait_stderr(r"reload: generation 2 active")
+        s.send_signal(signal.SIGTERM)
+        self.assertEqual(sock.recv(4096), b"STOPPING=1")
+        self.assertEqual(s.stop(timeout=10), 0, s.stderr_text())
+
+    def test_path_socket(self):
+        self.check_protocol(abstract=False)
+
+    def test_abstract_socket(self):
+        self.check_protocol(abstract=True)
+
+    def test_failed_reload_is_still_ready(self):
+        sock, name = self.listen(abstract=False)
+        s = self.start_notifying(name)
+        self.assertEqual(sock.recv(4096), b"READY=1")
+        s.reload(raw="{ not json")
+        self.assertTrue(sock.recv(4096).startswith(b"RELOADING=1\n"))
+        self.assertEqual(sock.recv(4096), b"READY=1")
+        s.wait_stderr(r"reload failed")
+        self.assertEqual(s.get("/hello").status, 200)
+
+    def test_no_socket_no_notification(self):
+        # Without NOTIFY_SOCKET nothing is sent: a socket nobody names hears nothing.
+        sock, _ = self.listen(abstract=False)
+        sock.settimeout(0.5)
+        s = self.start_server()
+        self.assertEqual(s.get("/hello").status, 200)
+        s.send_signal(signal.SIGHUP)
+        s.wait_stderr(r"reload: generation 2 active")
+        with self.assertRaises(socket.timeout):
+            sock.recv(4096)
+
+
 class Workers(TrellisTestCase):
     def test_two_workers_many_connections(self):
         s = self.start_server(base_config(workers=2))
