@@ -1,6 +1,7 @@
 #include "dispatch.hpp"
 
 #include "config/config.hpp"
+#include "generation.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
 #include "plugin/loader.hpp"
@@ -9,10 +10,32 @@
 #include "thread_pool.hpp"
 #include "worker_context.hpp"
 
+#include <llhttp.h>
 #include <uv.h>
 
 namespace trellis {
 namespace {
+
+// The health endpoint (top-level "health"): answered here, before any listener rule or plugin, so
+// a balancer's probe costs no plugin call and is not redirected. 503 from the moment a drain
+// begins, so the balancer stops sending before the instance stops.
+bool is_health_check(const Exchange &ex) {
+    const WorkerGeneration *generation = ex.worker->generation;
+    return generation && !generation->generation->health_path.empty() &&
+           ex.request.path == generation->generation->health_path;
+}
+
+void answer_health_check(Exchange &ex) {
+    trellis_request &r = ex.request;
+    if (r.llhttp_method != HTTP_GET && r.llhttp_method != HTTP_HEAD) {
+        r.response_headers.assign("Content-Type: text/plain; charset=utf-8\r\nAllow: GET, HEAD\r\n");
+        respond(ex, 405, "405 Method Not Allowed\n");
+        return;
+    }
+    bool serving = !ex.worker->draining;
+    r.response_headers.assign("Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n");
+    respond(ex, serving ? 200 : 503, serving ? "ok\n" : "draining\n");
+}
 
 bool redirect_to_https(Exchange &ex) {
     trellis_request &r = ex.request;
@@ -116,6 +139,10 @@ void dispatch(Exchange &ex, int first_route) {
     trellis_request &r = ex.request;
     WorkerContext &worker = *ex.worker;
     if (first_route == 0) {
+        if (is_health_check(ex)) {
+            answer_health_check(ex);
+            return;
+        }
         if (answered_by_listener_rules(ex))
             return;
         ex.router = worker.router;
@@ -173,6 +200,8 @@ bool call_handler(Exchange &ex, int index, uint64_t began_ns) {
 
 bool route_to_body_streamer(Exchange &ex) {
     WorkerContext &worker = *ex.worker;
+    if (is_health_check(ex))
+        return false; // answered once complete, by dispatch
     ex.router = worker.router;
     ex.generation = worker.generation;
     const Router *router = ex.router;

@@ -18,6 +18,7 @@ struct Generation {
     // it makes from then on (a body byte read, a timeout started, a connection accepted) uses
     // them, for requests already in progress too, and shorter timeouts cut what waits.
     Limits limits;
+    std::string health_path; // "health.path" of this reading (empty: none)
     PluginSet plugins;
     std::unique_ptr<Router> router;
 };

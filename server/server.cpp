@@ -83,6 +83,7 @@ std::shared_ptr<Generation> build_generation(const Config &config, const Generat
     auto generation = std::make_shared<Generation>();
     generation->number = number;
     generation->limits = config.limits;
+    generation->health_path = config.health_path;
     generation->plugins.load(config.plugins, config.base_dir, previous ? &previous->plugins : nullptr);
     std::vector<Route> routes;
     std::vector<RouteStats *> stats;

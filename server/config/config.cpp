@@ -437,6 +437,26 @@ json parse_json(const std::string &text, const std::string &source_path) {
     }
 }
 
+// "health": {"path": "/healthz"}: an absolute, normalised path (it is compared with the request's
+// normalised path; the query is not part of it).
+std::string parse_health(const Reader &r, const json &value) {
+    r.only_keys(r.object(value, "/health"), "/health", {"path"});
+    if (!value.contains("path"))
+        r.fail("/health", "missing key \"path\" (e.g. \"/healthz\")");
+    std::string path = r.string(value["path"], "/health/path");
+    bool normal = path.size() > 1 && path[0] == '/' && path.find_first_of("?#%\\") == std::string::npos &&
+                  path.find("//") == std::string::npos && path.back() != '/';
+    for (size_t at = 0; normal && at != std::string::npos; at = path.find('/', at + 1)) {
+        std::string_view segment = std::string_view(path).substr(at + 1, path.find('/', at + 1) - at - 1);
+        normal = segment != "." && segment != "..";
+    }
+    if (!normal)
+        r.fail("/health/path", "expected an absolute path without query, \"//\", \".\" or \"..\" "
+                               "segments or a trailing \"/\" (e.g. \"/healthz\"), got \"" +
+                                   path + "\"");
+    return path;
+}
+
 // "listen" (required, at least one) and the top-level "tls" each listener's own merges over.
 void parse_listeners(const Reader &r, const json &root, Config &config) {
     if (!root.contains("listen"))
@@ -512,7 +532,7 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     r.object(root, "");
     r.only_keys(root, "",
                 {"workers", "plugin_dir", "listen", "limits", "plugins", "routes", "access_log", "log_level",
-                 "tls", "thread_pool", "error_log", "http2"});
+                 "tls", "thread_pool", "error_log", "http2", "health"});
 
     Config config;
     config.source_path = source_path;
@@ -538,6 +558,8 @@ Config parse_config(const std::string &text, const std::string &source_path) {
     }
     if (root.contains("log_level"))
         config.log_level = parse_log_level(r, root["log_level"]);
+    if (root.contains("health"))
+        config.health_path = parse_health(r, root["health"]);
     return config;
 }
 

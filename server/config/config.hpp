@@ -150,6 +150,9 @@ struct Config {
     std::vector<RouteConfig> routes;
     AccessLogConfig access_log;
     ErrorLogConfig error_log;
+    // "health": {"path": ...}: answered by the server itself, 200 while serving, 503 once a drain
+    // has begun (empty: no such endpoint).
+    std::string health_path;
     bool has_tls = false; // a top-level "tls" object was given
     LogLevel log_level = LogLevel::Info;
 };

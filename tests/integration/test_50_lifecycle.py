@@ -1,6 +1,7 @@
 """Tier 50: start-up logging, graceful shutdown, multiple workers, access log."""
 
 import errno
+import json
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ sys.dont_write_bytecode = True  # keep the source tree free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import (LOG_LINE_RE, LOOPBACK, Conn, TrellisTestCase, base_config,  # noqa: E402
-                     build_request, parse_responses, sha256, wait_for)
+                     build_request, parse_responses, run_trellis, sha256, wait_for)
 
 BIG_SIZE = 20 * 1024 * 1024
 HELLO = b"Hello, World!"
@@ -228,6 +229,71 @@ class Shutdown(TrellisTestCase):
         self.assertLess(t_exit - t_sig, shutdown_ms / 1000, "exit came after shutdown_timeout_ms")
         self.assertLess(t_exit - t_end, 3.0, "the server lingered after its last response")
 
+class Health(TrellisTestCase):
+    """Top-level "health": {"path": ...}: answered by the server (no plugin call, before listener
+    rules), 200 while serving, 503 once the drain has begun."""
+
+    def config(self, **overrides):
+        cfg = delay_config(limits={"shutdown_timeout_ms": 10000, "keepalive_timeout_ms": 60000},
+                           **overrides)
+        cfg["health"] = {"path": "/healthz"}
+        # A catch-all route that would answer anything else: the health check must not reach it.
+        cfg["routes"].insert(0, {"prefix": "/", "plugin": "echo"})
+        return cfg
+
+    def test_answers_200_without_a_plugin(self):
+        s = self.start_server(self.config())
+        c = self.conn(s)
+        for target in ("/healthz", "/healthz?probe=1"):
+            c.request("GET", target)
+            r = c.read_response()
+            self.assertEqual((r.status, r.body), (200, b"ok\n"), r)
+            self.assertEqual(r.header("Cache-Control"), "no-store")
+            self.assertTrue(r.header("Content-Type").startswith("text/plain"), r)
+        c.request("HEAD", "/healthz")
+        r = c.read_response(head=True)
+        self.assertEqual((r.status, r.body), (200, b""), r)
+        c.request("POST", "/healthz", body=b"x")
+        r = c.read_response()
+        self.assertEqual((r.status, r.header("Allow")), (405, "GET, HEAD"), r)
+        c.request("GET", "/healthz/more")  # only the exact path
+        r = c.read_response()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()["path"], "/healthz/more")
+
+    def test_503_once_the_drain_begins(self):
+        s = self.start_server(self.config())
+        probe = self.conn(s, timeout=10)
+        probe.request("GET", "/healthz")
+        self.assertEqual(probe.read_response().status, 200)
+        # A long answer in flight keeps the worker draining instead of exiting.
+        stream = self.conn(s, timeout=15)
+        stream.request("GET", "/delay?chunks=40&ms=100")
+        self.assertEqual(stream.read_head().status, 200)
+        mark = s.log_mark()
+        s.send_signal(signal.SIGTERM)
+        self.assertIsNotNone(s.wait_stderr_since(mark, r"SIGTERM: shutting down", 2))
+        probe.request("GET", "/healthz")
+        r = probe.read_response()
+        self.assertEqual((r.status, r.body), (503, b"draining\n"), r)
+        self.assertEqual(stream.read_chunked_body(timeout=10), chunks_body(40))
+        self.assertEqual(s.wait_exit(12), 0)
+
+    def test_bad_health_config_names_the_path(self):
+        for health, pointer in (({"path": "healthz"}, "/health/path"), ({"path": "/a/../b"}, "/health/path"),
+                                ({"path": "/h?x"}, "/health/path"), ({"path": 1}, "/health/path"),
+                                ({}, "/health"), ({"path": "/h", "extra": 1}, "/health/extra"),
+                                ("/healthz", "/health")):
+            with self.subTest(health=health):
+                cfg = base_config()
+                cfg["health"] = health
+                path = self.tmp / "health.json"
+                path.write_text(json.dumps(cfg))
+                r = run_trellis("--check", "--config", str(path))
+                self.assertEqual(r.returncode, 1, r.stderr)
+                self.assertIn(f"{pointer}: ", r.stderr)
+
+
 class ServiceManagerNotify(TrellisTestCase):
     """systemd's Type=notify protocol, against a socket the test owns: READY=1 once every
     listener is bound, RELOADING=1 (with MONOTONIC_USEC) then READY=1 around SIGHUP, also when
@@ -264,7 +330,7 @@ class ServiceManagerNotify(TrellisTestCase):
         s.wait_stderr(r"reload: generation 2 active")
         s.send_signal(signal.SIGTERM)
         self.assertEqual(sock.recv(4096), b"STOPPING=1")
-        self.assertEqual(s.stop(timeout=10), 0, s.stderr_text())
+        self.assertEqual(s.wait_exit(10), 0, s.stderr_text())
 
     def test_path_socket(self):
         self.check_protocol(abstract=False)
