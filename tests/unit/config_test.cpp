@@ -156,7 +156,7 @@ TEST_CASE("config: unknown keys") {
     SUBCASE("top level") {
         check_error(R"({"listen": [{"port": 1}], "colour": "red"})", "/colour",
                     "unknown key (expected one of: workers, plugin_dir, listen, limits, plugins, routes, "
-                    "access_log, log_level, tls, thread_pool, error_log, http2)");
+                    "access_log, log_level, tls, thread_pool, error_log, http2, health)");
     }
     SUBCASE("in a listener") {
         check_error(R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
@@ -587,4 +587,19 @@ TEST_CASE("config: a number too large for a double is a config error naming the 
         CHECK(message.rfind("/srv/site/server.json: invalid JSON: ", 0) == 0);
         CHECK(message.find("1e400") != std::string::npos);
     }
+}
+
+TEST_CASE("config: health") {
+    CHECK(parse_config(kMinimal, kFile).health_path.empty());
+    Config c = parse_config(R"({"listen": [{"port": 1}], "health": {"path": "/healthz"}})", kFile);
+    CHECK(c.health_path == "/healthz");
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "health": {"path": "/lb/ready"}})", kFile).health_path ==
+          "/lb/ready");
+    for (const char *bad : {R"("/")", R"("healthz")", R"("/a//b")", R"("/a/./b")", R"("/a/..")", R"("/h?x")",
+                            R"("/h/")", R"("/h%20")"}) {
+        CAPTURE(bad);
+        check_error(std::string(R"({"listen": [{"port": 1}], "health": {"path": )") + bad + "}}",
+                    "/health/path", "expected an absolute path");
+    }
+    check_error(R"({"listen": [{"port": 1}], "health": {}})", "/health", "missing key \"path\"");
 }
