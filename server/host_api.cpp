@@ -392,19 +392,24 @@ void request_resume_body(trellis_request *r) {
     post(r, kMailResumeBody);
 }
 
-// Decodes application/x-www-form-urlencoded text: "%41" -> 'A', '+' -> ' ' (a bad escape stays as
-// it is). Writes at most buf_len bytes and returns the full decoded length.
+// One character of application/x-www-form-urlencoded text at `i`: "%41" -> 'A', '+' -> ' ' (a bad
+// escape stays as it is); `i` is left on the last byte it took.
+char form_char(std::string_view text, size_t &i) {
+    char c = text[i];
+    if (c == '+')
+        return ' ';
+    if (c == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 && hex_value(text[i + 2]) >= 0) {
+        c = static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2]));
+        i += 2;
+    }
+    return c;
+}
+
+// Decodes form text. Writes at most buf_len bytes and returns the full decoded length.
 size_t form_decode(std::string_view text, char *buf, size_t buf_len) {
     size_t n = 0;
     for (size_t i = 0; i < text.size(); ++i) {
-        char c = text[i];
-        if (c == '+') {
-            c = ' ';
-        } else if (c == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
-                   hex_value(text[i + 2]) >= 0) {
-            c = static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2]));
-            i += 2;
-        }
+        char c = form_char(text, i);
         if (n < buf_len)
             buf[n] = c;
         ++n;
@@ -416,14 +421,7 @@ size_t form_decode(std::string_view text, char *buf, size_t buf_len) {
 bool form_equals(std::string_view encoded, std::string_view wanted) {
     size_t n = 0;
     for (size_t i = 0; i < encoded.size(); ++i, ++n) {
-        char c = encoded[i];
-        if (c == '+') {
-            c = ' ';
-        } else if (c == '%' && i + 2 < encoded.size() && hex_value(encoded[i + 1]) >= 0 &&
-                   hex_value(encoded[i + 2]) >= 0) {
-            c = static_cast<char>(hex_value(encoded[i + 1]) * 16 + hex_value(encoded[i + 2]));
-            i += 2;
-        }
+        char c = form_char(encoded, i);
         if (n >= wanted.size() || wanted[n] != c)
             return false;
     }
