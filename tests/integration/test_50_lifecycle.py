@@ -273,9 +273,18 @@ class Health(TrellisTestCase):
         mark = s.log_mark()
         s.send_signal(signal.SIGTERM)
         self.assertIsNotNone(s.wait_stderr_since(mark, r"SIGTERM: shutting down", 2))
-        probe.request("GET", "/healthz")
-        r = probe.read_response()
+        # The main thread logs the signal, then tells the worker: until the worker has begun its
+        # drain the probe still gets 200 on its keep-alive connection, so ask again until it has.
+        deadline = time.monotonic() + 5
+        while True:
+            probe.request("GET", "/healthz")
+            r = probe.read_response()
+            if r.status != 200 or time.monotonic() > deadline:
+                break
+            self.assertEqual(r.body, b"ok\n")
+            time.sleep(0.02)
         self.assertEqual((r.status, r.body), (503, b"draining\n"), r)
+        self.assertEqual(r.header("Connection"), "close", r)
         self.assertEqual(stream.read_chunked_body(timeout=10), chunks_body(40))
         self.assertEqual(s.wait_exit(12), 0)
 
