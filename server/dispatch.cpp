@@ -4,6 +4,7 @@
 #include "generation.hpp"
 #include "log/log.hpp"
 #include "metrics/metrics.hpp"
+#include "net/forwarded.hpp"
 #include "plugin/loader.hpp"
 #include "responses.hpp"
 #include "router.hpp"
@@ -12,6 +13,7 @@
 
 #include <llhttp.h>
 #include <uv.h>
+#include <vector>
 
 namespace trellis {
 namespace {
@@ -135,10 +137,35 @@ bool answered_by_listener_rules(Exchange &ex) {
     return false;
 }
 
+namespace {
+
+// X-Forwarded-For / Forwarded name the client only when the peer is a trusted proxy
+// (listen[].trusted_proxies); from anyone else they change nothing.
+void identify_client(Exchange &ex) {
+    const ListenConfig *listen = ex.owner ? ex.owner->listen() : nullptr;
+    if (!listen || listen->trusted_proxies.empty() ||
+        !listen->trusted_proxies.contains(reinterpret_cast<const sockaddr *>(&ex.peer)))
+        return;
+    const trellis_request &r = ex.request;
+    std::vector<std::string_view> forwarded, x_forwarded_for;
+    for (size_t i = 0; i < r.header_count; ++i) {
+        std::string_view name = r.str(r.headers[i].name);
+        if (iequals(name, "forwarded"))
+            forwarded.push_back(r.str(r.headers[i].value));
+        else if (iequals(name, "x-forwarded-for"))
+            x_forwarded_for.push_back(r.str(r.headers[i].value));
+    }
+    if (!forwarded.empty() || !x_forwarded_for.empty())
+        forwarded_client(forwarded, x_forwarded_for, listen->trusted_proxies, ex.client);
+}
+
+} // namespace
+
 void dispatch(Exchange &ex, int first_route) {
     trellis_request &r = ex.request;
     WorkerContext &worker = *ex.worker;
     if (first_route == 0) {
+        identify_client(ex);
         if (is_health_check(ex)) {
             answer_health_check(ex);
             return;
@@ -215,6 +242,7 @@ bool route_to_body_streamer(Exchange &ex) {
 
 void dispatch_head(Exchange &ex) {
     ex.started_ns = uv_hrtime();
+    identify_client(ex);
     // Answered now (redirect, 421, or the plugin without TRELLIS_ASYNC): the body is read and
     // dropped (up to limits.max_body_bytes), as nginx does.
     if (answered_by_listener_rules(ex))

@@ -19,13 +19,9 @@ void log_access(Exchange &ex, int status, uint64_t body_bytes) {
         return;
     trellis_request &r = ex.request;
     char peer[64];
-    size_t n = peer_text(ex.peer, peer, sizeof peer);
-    std::string_view ip(peer, n);
-    // The combined format wants the address alone.
-    if (size_t colon = ip.rfind(':'); colon != std::string_view::npos)
-        ip = ip.substr(ip[0] == '[' ? 1 : 0, ip[0] == '[' ? colon - 2 : colon);
+    size_t n = peer_address_text(ex.client, peer, sizeof peer); // the combined format wants no port
     AccessLogEntry entry;
-    entry.peer_ip = ip;
+    entry.peer_ip = std::string_view(peer, n);
     entry.method = r.str(r.method);
     entry.target = r.str(r.target);
     entry.version = r.version;
@@ -46,6 +42,7 @@ Exchange::Exchange(WorkerContext *owner_worker)
       held(this, owner_worker ? owner_worker->mailbox : nullptr) {
     request.exchange = this;
     memset(&peer, 0, sizeof peer);
+    memset(&client, 0, sizeof client);
 }
 
 Exchange::~Exchange() {
@@ -73,17 +70,35 @@ void record_response(Exchange &ex, int status, uint64_t body_bytes) {
 }
 
 size_t peer_text(const sockaddr_in6 &peer, char *buf, size_t len) {
-    char ip[INET6_ADDRSTRLEN] = "?";
+    char ip[INET6_ADDRSTRLEN + 8];
+    size_t n = peer_address_text(peer, ip, sizeof ip);
+    uint16_t port = ntohs(peer.sin6_port); // sin_port sits in the same bytes
     int written;
-    if (peer.sin6_family == AF_INET6) {
-        inet_ntop(AF_INET6, &peer.sin6_addr, ip, sizeof ip);
-        written = snprintf(buf, len, "[%s]:%u", ip, ntohs(peer.sin6_port));
-    } else {
-        const auto *v4 = reinterpret_cast<const sockaddr_in *>(&peer);
-        inet_ntop(AF_INET, &v4->sin_addr, ip, sizeof ip);
-        written = snprintf(buf, len, "%s:%u", ip, ntohs(v4->sin_port));
-    }
+    if (peer.sin6_family == AF_UNIX || port == 0) // a Unix peer, or a client named by X-Forwarded-For
+        written = snprintf(buf, len, "%.*s", static_cast<int>(n), ip);
+    else if (peer.sin6_family == AF_INET6)
+        written = snprintf(buf, len, "[%s]:%u", ip, port);
+    else
+        written = snprintf(buf, len, "%s:%u", ip, port);
     return written > 0 && static_cast<size_t>(written) < len ? static_cast<size_t>(written) : 0;
+}
+
+size_t peer_address_text(const sockaddr_in6 &peer, char *buf, size_t len) {
+    const char *text = "?";
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (peer.sin6_family == AF_UNIX)
+        text = "unix:";
+    else if (peer.sin6_family == AF_INET6)
+        text = inet_ntop(AF_INET6, &peer.sin6_addr, ip, sizeof ip) ? ip : "?";
+    else
+        text = inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in *>(&peer)->sin_addr, ip, sizeof ip)
+                   ? ip
+                   : "?";
+    size_t n = strlen(text);
+    if (n >= len)
+        return 0;
+    memcpy(buf, text, n + 1);
+    return n;
 }
 
 } // namespace trellis

@@ -97,7 +97,8 @@ class Exchange {
     WorkerContext *worker;     // the worker whose loop runs it
     unsigned worker_index = 0; // its index, readable after the worker has gone
     const ServerMetrics *metrics = nullptr;
-    sockaddr_in6 peer; // the connection's peer, readable after it has gone
+    sockaddr_in6 peer;   // the connection's peer (a PROXY header's client), readable after it has gone
+    sockaddr_in6 client; // whom the request is for: the peer, or whom a trusted proxy named
     std::shared_ptr<const TlsFacts> tls_facts;
 
     // The routes this request is dispatched on: the worker's when it arrived (a reload may switch
@@ -127,7 +128,11 @@ void record_response(Exchange &ex, int status, uint64_t body_bytes);
 // access logs and per-route counts, never on the wire.
 constexpr int kClientClosedRequest = 499;
 
-// The peer's address as "1.2.3.4:5" or "[::1]:5"; the length written (0 when it did not fit).
+// The peer as "1.2.3.4:5" or "[::1]:5"; without the port when it is 0 (a client named by
+// X-Forwarded-For or Forwarded, whose port is unknown); "unix:" on a Unix socket. The length
+// written (0 when it did not fit).
 size_t peer_text(const sockaddr_in6 &peer, char *buf, size_t len);
+// The address alone ("1.2.3.4", "::1", "unix:"), as access logs show it.
+size_t peer_address_text(const sockaddr_in6 &peer, char *buf, size_t len);
 
 } // namespace trellis

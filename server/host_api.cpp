@@ -108,7 +108,7 @@ trellis_str request_body(const trellis_request *r) {
 }
 
 size_t request_peer(const trellis_request *r, char *buf, size_t buf_len) {
-    return buf && buf_len ? peer_text(r->exchange->peer, buf, buf_len) : 0;
+    return buf && buf_len ? peer_text(r->exchange->client, buf, buf_len) : 0;
 }
 
 trellis_str request_route_prefix(const trellis_request *r) {

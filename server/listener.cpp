@@ -1,9 +1,10 @@
 #include "listener.hpp"
 
 #include "errors.hpp"
-#include "http1/connection.hpp"
+#include "exchange.hpp"
+#include "listen_sockets.hpp"
 #include "log/log.hpp"
-#include "transport/factory.hpp"
+#include "proxy_header_reader.hpp"
 #include "worker_context.hpp"
 
 #include <arpa/inet.h>
@@ -24,80 +25,17 @@ constexpr uint64_t kAcceptPauseMs = 100;
 
 } // namespace
 
-std::string listener_url(const ListenConfig &config, uint16_t port) {
-    bool v6 = config.address.find(':') != std::string::npos;
-    const char *scheme = config.transport == TransportKind::Tls ? "https://" : "http://";
-    return scheme + (v6 ? "[" + config.address + "]" : config.address) + ":" + std::to_string(port);
-}
-
-namespace {
-
-// The socket address of a listener; the configuration has checked the syntax.
-socklen_t socket_address(const ListenConfig &config, uint16_t port, sockaddr_storage &address) {
-    address = {};
-    if (uv_ip4_addr(config.address.c_str(), port, reinterpret_cast<sockaddr_in *>(&address)) == 0)
-        return sizeof(sockaddr_in);
-    if (uv_ip6_addr(config.address.c_str(), port, reinterpret_cast<sockaddr_in6 *>(&address)) == 0)
-        return sizeof(sockaddr_in6);
-    throw StartupError("listen " + config.address + ": not an IPv4 or IPv6 address");
-}
-
-} // namespace
-
-void ensure_address_free(const ListenConfig &config) {
-    if (config.port == 0)
-        return; // the kernel picks a port no one holds
-    // The workers bind with SO_REUSEPORT, which the kernel also grants to any other process of
-    // the same user already on this port: two servers would then split the connections between
-    // them without a word. A socket without SO_REUSEPORT is refused by any holder, ours included,
-    // so bind one first, alone, and let it go before the workers bind theirs.
-    sockaddr_storage address;
-    socklen_t length = socket_address(config, config.port, address);
-    std::string where = listener_url(config, config.port);
-    int fd = socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        throw StartupError("listen " + where + ": socket: " + strerror(errno));
-    int on = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on); // a TIME_WAIT is not a holder
-    int rc = bind(fd, reinterpret_cast<sockaddr *>(&address), length);
-    int error = errno;
-    ::close(fd);
-    if (rc != 0)
-        throw StartupError("listen " + where + ": " + strerror(error));
-}
-
-Listener *Listener::open(WorkerContext &worker, const ListenerSettings &settings,
-                         std::shared_ptr<const WorkerTls> tls, uint16_t port) {
-    const ListenConfig &config = settings.config;
-    sockaddr_storage address;
-    socklen_t length = socket_address(config, port, address);
-    auto *v4 = reinterpret_cast<sockaddr_in *>(&address);
-    auto *v6 = reinterpret_cast<sockaddr_in6 *>(&address);
-    std::string where = listener_url(config, port);
-    int fd = socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        throw StartupError("listen " + where + ": socket: " + strerror(errno));
-    int on = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0 ||
-        bind(fd, reinterpret_cast<sockaddr *>(&address), length) != 0 || listen(fd, SOMAXCONN) != 0) {
-        std::string why = strerror(errno);
-        ::close(fd);
-        throw StartupError("listen " + where + ": " + why);
-    }
-    // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt here, none per connection.
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    if (getsockname(fd, reinterpret_cast<sockaddr *>(&address), &length) == 0)
-        port = ntohs(address.ss_family == AF_INET ? v4->sin_port : v6->sin6_port);
-
+Listener *Listener::watch_socket(WorkerContext &worker, const ListenerSettings &settings,
+                                 std::shared_ptr<const WorkerTls> tls, int fd) {
     // In the worker's epoll set with its connections: accepting needs no turn of libuv.
-    auto *listener = new Listener(worker, settings, std::move(tls), fd, port);
+    auto *listener = new Listener(worker, settings, std::move(tls), fd);
     listener->resume_timer_.data = listener;
     uv_timer_init(worker.loop(), &listener->resume_timer_);
     if (!worker.poller.watch(fd, listener, 0, EPOLLIN)) {
         std::string why = strerror(errno);
         uv_close(reinterpret_cast<uv_handle_t *>(&listener->resume_timer_), uv_on_close);
-        throw StartupError("listen " + where + ": epoll: " + why);
+        throw StartupError("listen " + listener_url(settings.config, settings.bound_port) +
+                           ": epoll: " + why);
     }
     listener->watched_ = EPOLLIN;
     return listener;
@@ -183,12 +121,34 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
         pause_accepting();
         return;
     }
-    Transport *transport = create_transport(worker_.poller, fd, settings_.config.transport, tls_);
-    if (!transport) {
-        worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
+    const ListenConfig &config = settings_.config;
+    if (config.proxy_protocol) {
+        // Only a trusted balancer may say whom a connection is for; anyone else is not heard.
+        if (!config.trusted_proxies.contains(peer)) {
+            refuse_untrusted(fd, peer);
+            return;
+        }
+        ProxyHeaderReader::start(worker_, fd, peer, settings_, tls_);
         return;
     }
-    Connection::start(worker_, transport, peer, &settings_.config);
+    start_connection(worker_, fd, settings_, tls_, peer);
+}
+
+void Listener::refuse_untrusted(int fd, const sockaddr *peer) {
+    ::close(fd);
+    worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
+    // Once a second at most, like warn_at_limit: a scan must not become a flood of log lines.
+    uint64_t now = uv_now(worker_.loop());
+    if (last_untrusted_warning_ms_ == 0 || now - last_untrusted_warning_ms_ >= 1000) {
+        last_untrusted_warning_ms_ = now;
+        char text[64];
+        sockaddr_in6 address{};
+        memcpy(&address, peer, peer->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+        text[peer_text(address, text, sizeof text)] = '\0';
+        SERVER_LOG_WARN("%s: connection from %s closed: not in trusted_proxies, and this listener expects a "
+                        "PROXY protocol header",
+                        listener_url(settings_.config, settings_.bound_port).c_str(), text);
+    }
 }
 
 } // namespace trellis

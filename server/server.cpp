@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include "generation.hpp"
+#include "listen_sockets.hpp"
 #include "listener.hpp"
 #include "log/access_log.hpp"
 #include "log/log.hpp"
@@ -15,6 +16,8 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
@@ -69,6 +72,7 @@ void stop_workers(MainLoop &main) {
         return;
     main.stopping = true;
     notify_service_manager("STOPPING=1"); // a signal's drain, or a worker that ended on its own
+    main.server->close_listening_copies();
     for (auto &worker : *main.workers)
         worker->stop();
 }
@@ -148,6 +152,11 @@ Server::~Server() {
     for (auto &worker : workers_)
         worker->join();
     workers_.clear();
+    close_listening_copies();
+    // A Unix socket's file goes with the last process serving it, not with one that handed it on.
+    if (!handed_over_)
+        for (const std::string &path : bound_unix_paths_)
+            unlink(path.c_str());
     listeners_.clear();
     if (thread_pool_)
         thread_pool_->stop(config_.limits.shutdown_timeout_ms); // run() made sure it can
@@ -198,19 +207,70 @@ void Server::start() {
     };
     for (unsigned i = 0; i < config_.workers; ++i)
         workers_.push_back(std::make_unique<Worker>(i, config_, generation_, shared));
-    // Then every socket; "listening on" is said only once all of them are.
-    for (auto &settings : listeners_)
-        ensure_address_free(settings->config);
-    for (auto &settings : listeners_) {
-        uint16_t port = settings->config.port;
-        for (auto &worker : workers_)
-            port = worker->listen(*settings, port);
-        settings->bound_port = port;
+    open_listeners();
+}
+
+void Server::open_listeners() {
+    // Every address is checked before any is bound, so a busy one leaves nothing half-open.
+    InheritedSockets inherited = take_inherited_sockets();
+    std::vector<std::vector<int>> sockets(listeners_.size());
+    for (size_t i = 0; i < listeners_.size(); ++i) {
+        sockets[i] = claim_inherited(inherited, listeners_[i]->config, i);
+        if (sockets[i].empty())
+            ensure_address_free(listeners_[i]->config);
     }
+    for (int fd : inherited.fds) {
+        SERVER_LOG_WARN("inherited listening socket %d matches no \"listen\" entry; closed", fd);
+        ::close(fd);
+    }
+    for (size_t i = 0; i < listeners_.size(); ++i) {
+        ListenerSettings &settings = *listeners_[i];
+        const ListenConfig &config = settings.config;
+        bool inherited_any = !sockets[i].empty();
+        if (!inherited_any && !config.unix_path.empty()) {
+            sockets[i].push_back(bind_unix_socket(config));
+            bound_unix_paths_.push_back(config.unix_path);
+        } else if (!inherited_any) {
+            // Each worker its own socket: the kernel spreads connections with no accept lock.
+            uint16_t port = config.port;
+            for (size_t w = 0; w < workers_.size(); ++w) {
+                sockets[i].push_back(bind_tcp_socket(config, port));
+                port = bound_port(sockets[i].back());
+            }
+        } else if (!config.unix_path.empty()) {
+            bound_unix_paths_.push_back(config.unix_path); // ours to remove at exit now
+        }
+        settings.bound_port = bound_port(sockets[i].front());
+        // The main thread keeps a copy of each, for a new binary to inherit (SIGUSR2).
+        for (int fd : sockets[i])
+            if (int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3); copy >= 0)
+                settings.sockets.push_back(copy);
+        // Every socket goes to a worker; a worker with none of its own accepts from a copy of
+        // one (a Unix socket, or fewer sockets inherited than there are workers now).
+        size_t count = std::max(sockets[i].size(), workers_.size());
+        for (size_t s = 0; s < count; ++s) {
+            int fd = s < sockets[i].size() ? sockets[i][s]
+                                           : fcntl(sockets[i][s % sockets[i].size()], F_DUPFD_CLOEXEC, 3);
+            if (fd < 0)
+                throw StartupError("listen " + listener_url(config, settings.bound_port) + ": " +
+                                   strerror(errno));
+            workers_[s % workers_.size()]->listen(settings, fd);
+        }
+    }
+    // "listening on" is said only once all of them are.
     for (auto &settings : listeners_)
         SERVER_LOG_INFO(
             "listening on %s%s", listener_url(settings->config, settings->bound_port).c_str(),
             settings->config.transport == TransportKind::Auto ? " (plain HTTP and TLS on one port)" : "");
+}
+
+void Server::close_listening_copies() {
+    // The kernel queues connections on a listening socket while any descriptor of it is open.
+    for (auto &settings : listeners_) {
+        for (int fd : settings->sockets)
+            ::close(fd);
+        settings->sockets.clear();
+    }
 }
 
 void Server::reload() {
@@ -311,7 +371,7 @@ void Server::reload_certificates() {
             for (unsigned w = 0; w < workers_.size(); ++w)
                 per_worker.push_back(make_worker_tls(context, w));
             for (unsigned w = 0; w < workers_.size(); ++w)
-                workers_[w]->replace_tls(i, std::move(per_worker[w]));
+                workers_[w]->replace_tls(settings, std::move(per_worker[w]));
             bool kept = keeps_sessions_of(*context, *settings.tls);
             settings.tls = context;
             for (const std::string &certificate : describe_certificates(*context))

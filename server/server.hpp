@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace trellis {
@@ -39,8 +40,14 @@ class Server {
     void reopen_logs();
     // Main thread: destroys generations no worker uses any more.
     void collect_generations();
+    // The drain began: the main thread's copies of the listening sockets go, so that the kernel
+    // stops queueing connections once the workers close theirs.
+    void close_listening_copies();
 
   private:
+    // Binds (or inherits) every listener's sockets and gives them to the workers.
+    void open_listeners();
+
     Config config_;
     std::unique_ptr<ServerMetrics> metrics_;
     std::unique_ptr<ThreadPool> thread_pool_;
@@ -51,6 +58,8 @@ class Server {
     std::atomic<uint32_t> open_connections_{0};
     std::vector<std::unique_ptr<ListenerSettings>> listeners_; // outlive every connection
     std::vector<std::unique_ptr<Worker>> workers_;
+    std::vector<std::string> bound_unix_paths_; // removed at exit
+    bool handed_over_ = false;                  // a new binary serves the sockets now (SIGUSR2)
 };
 
 // Checks a configuration as start() would, without listening: loads and creates every plugin,

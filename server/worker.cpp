@@ -69,13 +69,11 @@ int Worker::close_loop() {
     return uv_loop_close(&loop_);
 }
 
-uint16_t Worker::listen(const ListenerSettings &settings, uint16_t port) {
+void Worker::listen(const ListenerSettings &settings, int fd) {
     std::shared_ptr<const WorkerTls> tls;
     if (settings.tls)
         tls = make_worker_tls(settings.tls, index_);
-    Listener *listener = Listener::open(*context_, settings, std::move(tls), port);
-    listeners_.push_back(listener);
-    return listener->port();
+    listeners_.push_back(Listener::watch_socket(*context_, settings, std::move(tls), fd));
 }
 
 void Worker::start(void (*on_exit)(void *), void *data) {
@@ -109,10 +107,11 @@ void Worker::uv_on_post(uv_async_t *async) noexcept {
         task();
 }
 
-void Worker::replace_tls(size_t listener, std::shared_ptr<const WorkerTls> tls) {
-    post([this, listener, tls = std::move(tls)]() mutable {
-        if (listener < listeners_.size()) // none left once stopping
-            listeners_[listener]->set_tls(std::move(tls));
+void Worker::replace_tls(const ListenerSettings &settings, std::shared_ptr<const WorkerTls> tls) {
+    post([this, &settings, tls = std::move(tls)]() mutable {
+        for (Listener *listener : listeners_) // none left once stopping
+            if (&listener->settings() == &settings)
+                listener->set_tls(tls);
     });
 }
 

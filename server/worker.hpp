@@ -41,9 +41,9 @@ class Worker {
     Worker(const Worker &) = delete;
     Worker &operator=(const Worker &) = delete;
 
-    // Main thread, before start(): opens a listener. Returns the bound port (the real one when
-    // `port` is 0). Throws StartupError.
-    uint16_t listen(const ListenerSettings &settings, uint16_t port);
+    // Main thread, before start(): accepts from `fd`, a listening socket of `settings` (the
+    // worker's from now on). Throws StartupError.
+    void listen(const ListenerSettings &settings, int fd);
     // Starts the thread. `on_exit` is called on that thread after its loop has closed.
     void start(void (*on_exit)(void *data), void *data);
     // Any thread: stop accepting, finish in-flight responses, close idle connections, exit
@@ -51,8 +51,8 @@ class Worker {
     void stop();
     // Any thread: runs `task` on the worker's thread, soon (dropped once the worker stops).
     void post(std::function<void()> task);
-    // Main thread, while running: new TLS state for listener number `listener` (post()ed).
-    void replace_tls(size_t listener, std::shared_ptr<const WorkerTls> tls);
+    // Main thread, while running: new TLS state for the listeners of `settings` (post()ed).
+    void replace_tls(const ListenerSettings &settings, std::shared_ptr<const WorkerTls> tls);
     // Main thread, while running: new requests take `generation` from now on (post()ed).
     void adopt(std::shared_ptr<const Generation> generation);
     void join();

@@ -68,6 +68,18 @@ void WorkerContext::connection_closed(bool counted_tls) {
     if (counted_tls)
         stats.connections_tls.sub();
     stats.connections_open.sub();
+    one_less_connection();
+}
+
+void WorkerContext::preconnection_closed(bool became_connection) {
+    if (became_connection) {
+        --connections; // the Connection has counted itself
+        return;
+    }
+    one_less_connection();
+}
+
+void WorkerContext::one_less_connection() {
     if (open_connections)
         open_connections->fetch_sub(1, std::memory_order_relaxed);
     if (--connections == 0 && draining && on_drained)

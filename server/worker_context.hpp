@@ -135,8 +135,14 @@ class WorkerContext {
     // worker ends its drain.
     void connection_opened();
     void connection_closed(bool counted_tls);
+    // A socket accepted but not a connection yet (its PROXY header is being read): it holds its
+    // place in max_connections and keeps a drain waiting, like a connection. `became_connection`:
+    // it goes on as a Connection, which counts itself from then on.
+    void preconnection_opened() { ++connections; }
+    void preconnection_closed(bool became_connection);
 
   private:
+    void one_less_connection();
     static void on_timeout(TimeoutNode *node, int list_index, void *context);
     static void deliver_mail(MailSlot *slot, unsigned bits);
     uv_loop_t *loop_;

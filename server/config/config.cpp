@@ -5,7 +5,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <grp.h>
 #include <nlohmann/json.hpp>
+#include <pwd.h>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -128,7 +130,7 @@ void parse_tls(const Reader &r, const json &value, const std::string &ptr, const
     r.object(value, ptr);
     r.only_keys(value, ptr,
                 {"certificates", "self_signed_if_missing", "client_auth", "client_ca", "session_tickets",
-                 "session_timeout_s", "hsts"});
+                 "session_timeout_s", "ticket_key_file", "hsts"});
     if (value.contains("certificates")) {
         const json &list = r.array(value["certificates"], ptr + "/certificates");
         tls.certificates.clear();
@@ -168,6 +170,9 @@ void parse_tls(const Reader &r, const json &value, const std::string &ptr, const
     if (value.contains("session_timeout_s"))
         tls.session_timeout_s = static_cast<uint32_t>(
             r.integer(value["session_timeout_s"], ptr + "/session_timeout_s", 0, 604800));
+    if (value.contains("ticket_key_file"))
+        tls.ticket_key_file =
+            resolve_path(base_dir, r.nonempty_string(value["ticket_key_file"], ptr + "/ticket_key_file"));
     if (value.contains("hsts"))
         tls.hsts = r.string(value["hsts"], ptr + "/hsts");
 }
@@ -183,11 +188,9 @@ void check_listen_address(const Reader &r, const std::string &address, const std
     if (inet_pton(AF_INET6, address.substr(0, zone).c_str(), binary) == 1 &&
         (zone == std::string::npos || zone + 1 < address.size()))
         return;
-    if (address.rfind("unix:", 0) == 0)
-        r.fail(pointer, "Unix-domain socket listeners are not supported; expected an IPv4 or IPv6 address");
     r.fail(pointer, "expected an IPv4 or IPv6 address such as \"127.0.0.1\" or \"::1\" (host names are "
                     "not resolved), got \"" +
-                        address + "\"");
+                        address + "\"; a Unix-domain socket is \"unix:PATH\"");
 }
 
 // Reads an "http2" object over `http2` (the top-level settings when this is a listener's override).
@@ -214,19 +217,82 @@ void parse_http2(const Reader &r, const json &value, const std::string &ptr, Htt
             r.integer(value["max_header_list_size"], ptr + "/max_header_list_size", 1024, 16777216));
 }
 
+// "address": "unix:PATH" with its "mode", "owner" and "group"; a Unix socket has no port.
+void parse_unix_listener(const Reader &r, const json &value, const std::string &ptr,
+                         const std::string &base_dir, ListenConfig &listen) {
+    std::string path = listen.address.substr(5);
+    if (path.empty())
+        r.fail(ptr + "/address", "expected \"unix:PATH\", got \"unix:\"");
+    listen.unix_path = resolve_path(base_dir, path);
+    // sockaddr_un holds 108 bytes with the terminating NUL.
+    if (listen.unix_path.size() > 107)
+        r.fail(ptr + "/address", "the socket path " + listen.unix_path + " is longer than 107 bytes");
+    listen.address = "unix:" + listen.unix_path;
+    if (value.contains("port"))
+        r.fail(ptr + "/port", "a \"unix:PATH\" listener has no port");
+    if (value.contains("mode")) {
+        std::string mode = r.string(value["mode"], ptr + "/mode");
+        if (mode.empty() || mode.size() > 4 || mode.find_first_not_of("01234567") != std::string::npos)
+            r.fail(ptr + "/mode", "expected octal permissions such as \"0660\", got \"" + mode + "\"");
+        listen.unix_mode = static_cast<int>(std::stoi(mode, nullptr, 8));
+    }
+    if (value.contains("owner")) {
+        listen.unix_owner = r.nonempty_string(value["owner"], ptr + "/owner");
+        if (!getpwnam(listen.unix_owner.c_str()))
+            r.fail(ptr + "/owner", "no such user \"" + listen.unix_owner + "\"");
+    }
+    if (value.contains("group")) {
+        listen.unix_group = r.nonempty_string(value["group"], ptr + "/group");
+        if (!getgrnam(listen.unix_group.c_str()))
+            r.fail(ptr + "/group", "no such group \"" + listen.unix_group + "\"");
+    }
+}
+
+// "proxy_protocol" and "trusted_proxies": who may speak for a client.
+void parse_proxy_settings(const Reader &r, const json &value, const std::string &ptr, ListenConfig &listen) {
+    if (value.contains("proxy_protocol"))
+        listen.proxy_protocol = boolean(r, value["proxy_protocol"], ptr + "/proxy_protocol");
+    if (value.contains("trusted_proxies")) {
+        const json &list = r.array(value["trusted_proxies"], ptr + "/trusted_proxies");
+        for (size_t i = 0; i < list.size(); ++i) {
+            std::string item = ptr + "/trusted_proxies/" + std::to_string(i);
+            std::string text = r.string(list[i], item);
+            if (!listen.trusted_proxies.add(text))
+                r.fail(item, "expected an address, a network such as \"10.0.0.0/8\" or \"fd00::/8\" (no host "
+                             "bits set), or \"unix\", got \"" +
+                                 text + "\"");
+        }
+    }
+    if (listen.proxy_protocol && listen.trusted_proxies.empty())
+        r.fail(ptr + "/trusted_proxies",
+               "\"proxy_protocol\": true needs the balancers it may come from, e.g. [\"127.0.0.1\"] "
+               "(\"unix\" for a Unix socket)");
+}
+
 ListenConfig parse_listen(const Reader &r, const json &value, const std::string &ptr,
                           const std::string &base_dir, const TlsConfig *top_tls,
                           const Http2Config &top_http2) {
     r.object(value, ptr);
-    r.only_keys(value, ptr, {"address", "port", "transport", "redirect_to_https", "tls", "http2"});
+    r.only_keys(value, ptr,
+                {"address", "port", "transport", "redirect_to_https", "tls", "http2", "mode", "owner",
+                 "group", "proxy_protocol", "trusted_proxies"});
     ListenConfig listen;
     if (value.contains("address")) {
         listen.address = r.nonempty_string(value["address"], ptr + "/address");
-        check_listen_address(r, listen.address, ptr + "/address");
+        if (listen.address.rfind("unix:", 0) == 0)
+            parse_unix_listener(r, value, ptr, base_dir, listen);
+        else
+            check_listen_address(r, listen.address, ptr + "/address");
     }
-    if (!value.contains("port"))
-        r.fail(ptr, "missing key \"port\" (an integer from 0 to 65535)");
-    listen.port = static_cast<uint16_t>(r.integer(value["port"], ptr + "/port", 0, 65535));
+    if (listen.unix_path.empty()) {
+        for (const char *key : {"mode", "owner", "group"})
+            if (value.contains(key))
+                r.fail(ptr + "/" + key, "only for a \"unix:PATH\" address");
+        if (!value.contains("port"))
+            r.fail(ptr, "missing key \"port\" (an integer from 0 to 65535)");
+        listen.port = static_cast<uint16_t>(r.integer(value["port"], ptr + "/port", 0, 65535));
+    }
+    parse_proxy_settings(r, value, ptr, listen);
     if (value.contains("transport")) {
         std::string t = r.string(value["transport"], ptr + "/transport");
         if (t == "plain")

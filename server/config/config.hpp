@@ -3,6 +3,7 @@
 #pragma once
 
 #include "errors.hpp"
+#include "net/address_set.hpp"
 
 #include <cstdint>
 #include <string>
@@ -35,6 +36,9 @@ struct TlsConfig {
     std::string client_ca; // resolved path; required unless client_auth is none
     bool session_tickets = true;
     uint32_t session_timeout_s = 3600;
+    // Session ticket keys shared by every instance (resolved path of 80 or 48 random bytes, as
+    // nginx's ssl_session_ticket_key); empty: each process makes its own.
+    std::string ticket_key_file;
     std::string hsts;     // Strict-Transport-Security value; empty = not sent
     bool offer_h2 = true; // ALPN offers "h2" before "http/1.1" (the listener's http2.enabled)
 
@@ -64,8 +68,16 @@ struct Http2Config {
 };
 
 struct ListenConfig {
-    std::string address = "0.0.0.0";
-    uint16_t port = 8080;
+    std::string address = "0.0.0.0"; // or "unix:PATH" (PATH resolved)
+    uint16_t port = 8080;            // unused for a Unix socket
+    // A Unix-domain socket's path (empty for TCP), and what to set on it after binding.
+    std::string unix_path;
+    int unix_mode = -1; // -1: as the umask leaves it
+    std::string unix_owner, unix_group;
+    // "proxy_protocol": every connection starts with a PROXY v1/v2 header, accepted only from
+    // trusted_proxies, which are also the only peers whose X-Forwarded-For/Forwarded is believed.
+    bool proxy_protocol = false;
+    AddressSet trusted_proxies;
     TransportKind transport = TransportKind::Plain;
     RedirectToHttps redirect_to_https;
     TlsConfig tls;     // effective settings, used when transport is tls or auto

@@ -126,7 +126,7 @@ void Connection::acquire_session() {
     ex.owner = this;
     ex.recycle = recycle_session;
     ex.recycle_context = session_;
-    ex.peer = peer_;
+    ex.peer = ex.client = peer_;
     session_->reader.start(this, &ex.request, session_->read_buffer.get());
     worker_.stats.connections_active.add();
 }
@@ -538,7 +538,8 @@ void Connection::on_message_begin() {
     ex.started_ns = 0;
     ex.stream = StreamState{};
     ex.notify_writable = ex.body_streamed = ex.body_paused = false;
-    ex.held.reset(); // no other thread knows this request yet
+    ex.held.reset();     // no other thread knows this request yet
+    ex.client = ex.peer; // until a trusted proxy's header says otherwise (dispatch)
     s.head_started_ms = worker_.timeouts.now();
     s.parser_kick = false;
     // Each request gets its own header deadline from its first byte, even when it arrives in the

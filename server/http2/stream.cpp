@@ -38,7 +38,7 @@ Stream::Stream(Connection *owner, int32_t stream_id, WorkerContext &worker)
     exchange.owner = this;
     exchange.recycle = recycle_stream;
     exchange.recycle_context = this;
-    exchange.peer = owner->peer();
+    exchange.peer = exchange.client = owner->peer();
     exchange.request.version = 20;
     activity_ms = rate_started_ms_ = worker.timeouts.now();
     head_.reserve(256);

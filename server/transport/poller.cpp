@@ -60,7 +60,8 @@ bool Poller::watch(int fd, Pollable *target, uint32_t watched, uint32_t events) 
 
 void Poller::retire(int fd, Pollable *target, uint32_t watched) {
     // Closing the descriptor takes it out of the set (nothing else holds a copy of it).
-    ::close(fd);
+    if (fd >= 0)
+        ::close(fd);
     if (watched != 0)
         --watched_;
     target->retired_ = true;

@@ -42,7 +42,7 @@ class Poller {
     // False if the kernel refuses (out of memory, max_user_watches).
     bool watch(int fd, Pollable *target, uint32_t watched, uint32_t events);
     // Closes `fd` (`watched` for what) and deletes `target` once the events being dispatched are
-    // done with it.
+    // done with it. `fd` -1: the descriptor lives on (handed to another target; unwatch it first).
     void retire(int fd, Pollable *target, uint32_t watched);
     // Runs the loop (in place of uv_run(UV_RUN_DEFAULT)) until neither a watched socket nor an
     // active libuv handle is left. False if the epoll set cannot be made.

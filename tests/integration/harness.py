@@ -85,6 +85,9 @@ START_TIMEOUT = 10.0
 # "listening on http://A:P (plain HTTP and TLS on one port)" (auto).
 LISTENING_RE = re.compile(
     r"listening on (https?)://(\[[^\]]+\]|[^\s:/]+):(\d+)( \(plain HTTP and TLS on one port\))?")
+# A Unix-domain listener ("address": "unix:PATH"): "listening on unix:PATH" (http),
+# "listening on https+unix:PATH" (tls). LISTENING_RE never matches these lines.
+UNIX_LISTENING_RE = re.compile(r"listening on (?:(https)\+)?unix:(\S+)")
 TRANSPORTS = ("plain", "tls", "auto")
 TRANSPORT = (os.environ.get("TRELLIS_TEST_TRANSPORT") or "plain").strip().lower()
 if TRANSPORT not in TRANSPORTS:
@@ -1047,13 +1050,19 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.listeners: list[tuple[str, int]] = []
         self.transports: list[str] = []  # per listener: "plain", "tls" or "auto" (from the log)
+        # The Unix-domain listeners' paths, in the order of their "listening on" lines. They are
+        # not in self.listeners (which holds the TCP ones only, in order).
+        self.unix_listeners: list[str] = []
 
     # -- lifecycle
     def start(self, wait: bool = True, timeout: float = START_TIMEOUT,
-              preexec: Callable[[], None] | None = None) -> "Server":
+              preexec: Callable[[], None] | None = None,
+              binary: str | Path | None = None) -> "Server":
         """preexec: called in the child before exec, after the die-with-parent setup (e.g. to
-        lower its RLIMIT_NOFILE)."""
+        lower its RLIMIT_NOFILE). binary: the executable to start (default TRELLIS_BIN), e.g. a
+        copy that a test replaces for a SIGUSR2 upgrade."""
         require_binary()
+        self.binary = Path(binary) if binary is not None else TRELLIS_BIN
         self._err = open(self.stderr_path, "wb")
         self._out = open(self.stdout_path, "wb")
 
@@ -1061,7 +1070,7 @@ class Server:
             _die_with_parent()
             if preexec is not None:
                 preexec()
-        self.proc = subprocess.Popen([str(TRELLIS_BIN), "--config", str(self.config_path)],
+        self.proc = subprocess.Popen([str(self.binary), "--config", str(self.config_path)],
                                      cwd=self.cwd, stdin=subprocess.DEVNULL,
                                      stdout=self._out, stderr=self._err,
                                      preexec_fn=child_setup)
@@ -1070,11 +1079,17 @@ class Server:
         return self
 
     def wait_listening(self, timeout: float = START_TIMEOUT):
-        want = len(self.config.get("listen", [])) or 1
+        listen = self.config.get("listen", [])
+        want_unix = sum(1 for entry in listen
+                        if isinstance(entry, dict) and str(entry.get("address", "")).startswith("unix:"))
+        want = len(listen) - want_unix if listen else 1  # TCP listeners
         deadline = time.monotonic() + timeout
         while True:
-            found = LISTENING_RE.findall(self.stderr_text())
-            if len(found) >= want:
+            text = self.stderr_text()
+            found = LISTENING_RE.findall(text)
+            found_unix = UNIX_LISTENING_RE.findall(text)
+            if len(found) >= want and len(found_unix) >= want_unix:
+                self.unix_listeners = [path for _, path in found_unix[:want_unix]]
                 self.listeners = [(a, int(p)) for _, a, p, _ in found[:want]]
                 self.transports = ["auto" if both else "tls" if scheme == "https" else "plain"
                                    for scheme, _, _, both in found[:want]]
@@ -1087,7 +1102,8 @@ class Server:
                     f"{self.stderr_text()}")
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"trellis did not print {want} 'listening on' line(s) within {timeout}s:\n"
+                    f"trellis did not print {want} TCP and {want_unix} Unix-socket 'listening on' "
+                    f"line(s) within {timeout}s:\n"
                     f"{self.stderr_text()}")
             time.sleep(0.01)
 

@@ -150,9 +150,15 @@ class CheckAgreesWithStart(TrellisTestCase):
                             "/listen/0/address: expected an IPv4 or IPv6 address",
                             'got "localhost"')
 
-    def test_unix_address(self):
+    def test_unix_address_with_a_port(self):
         self.assert_refused(base_config(listen=[{"address": "unix:/run/x.sock", "port": 0}]),
-                            "/listen/0/address: Unix-domain socket listeners are not supported")
+                            '/listen/0/port: a "unix:PATH" listener has no port')
+
+    def test_unix_settings_on_a_tcp_address(self):
+        for key, value in (("mode", "0660"), ("owner", "root"), ("group", "root")):
+            with self.subTest(key=key):
+                self.assert_refused(base_config(listen=[{"address": "127.0.0.1", "port": 0, key: value}]),
+                                    f'/listen/0/{key}: only for a "unix:PATH" address')
 
     def test_log_in_missing_directory(self):
         for key in ("access_log", "error_log"):

@@ -159,8 +159,10 @@ TEST_CASE("config: unknown keys") {
                     "access_log, log_level, tls, thread_pool, error_log, http2, health)");
     }
     SUBCASE("in a listener") {
-        check_error(R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
-                    "unknown key (expected one of: address, port, transport, redirect_to_https, tls, http2)");
+        check_error(
+            R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
+            "unknown key (expected one of: address, port, transport, redirect_to_https, tls, http2, mode, "
+            "owner, group, proxy_protocol, trusted_proxies)");
     }
     SUBCASE("in limits") {
         check_error(R"({"listen": [{"port": 1}], "limits": {"max_bodies": 1}})", "/limits/max_bodies",
@@ -195,8 +197,8 @@ TEST_CASE("config: a listen address is an IP literal, as at start") {
     check_error(R"({"listen": [{"port": 1, "address": "localhost"}]})", "/listen/0/address",
                 "expected an IPv4 or IPv6 address such as \"127.0.0.1\" or \"::1\" (host names are not "
                 "resolved), got \"localhost\"");
-    check_error(R"({"listen": [{"port": 1, "address": "unix:/run/x.sock"}]})", "/listen/0/address",
-                "Unix-domain socket listeners are not supported");
+    check_error(R"({"listen": [{"port": 1, "address": "unix:/run/x.sock"}]})", "/listen/0/port",
+                "a \"unix:PATH\" listener has no port");
     check_error(R"({"listen": [{"port": 1, "address": "127.0.0.256"}]})", "/listen/0/address",
                 "got \"127.0.0.256\"");
     check_error(R"({"listen": [{"port": 1, "address": "[::1]"}]})", "/listen/0/address", "got \"[::1]\"");
@@ -602,4 +604,55 @@ TEST_CASE("config: health") {
                     "/health/path", "expected an absolute path");
     }
     check_error(R"({"listen": [{"port": 1}], "health": {}})", "/health", "missing key \"path\"");
+}
+
+TEST_CASE("config: Unix-domain socket listeners") {
+    Config c = parse_config(R"({"listen": [{"address": "unix:run/http.sock", "mode": "0660", "owner": "root",
+                                            "group": "root"}]})",
+                            kFile);
+    CHECK(c.listen[0].unix_path == "/srv/site/run/http.sock"); // relative to the file, like every path
+    CHECK(c.listen[0].address == "unix:/srv/site/run/http.sock");
+    CHECK(c.listen[0].unix_mode == 0660);
+    CHECK(c.listen[0].unix_owner == "root");
+    CHECK(parse_config(R"({"listen": [{"address": "unix:/run/t.sock"}]})", kFile).listen[0].unix_mode == -1);
+    check_error(R"({"listen": [{"address": "unix:"}]})", "/listen/0/address", "expected \"unix:PATH\"");
+    check_error(R"({"listen": [{"address": "unix:/x", "mode": "0999"}]})", "/listen/0/mode",
+                "expected octal permissions such as \"0660\", got \"0999\"");
+    check_error(R"({"listen": [{"address": "unix:/x", "mode": 660}]})", "/listen/0/mode",
+                "expected a string");
+    check_error(R"({"listen": [{"address": "unix:/x", "owner": "no-such-user-here"}]})", "/listen/0/owner",
+                "no such user \"no-such-user-here\"");
+    check_error(R"({"listen": [{"address": "unix:/x", "group": "no-such-group-here"}]})", "/listen/0/group",
+                "no such group");
+    check_error(R"({"listen": [{"port": 1, "mode": "0660"}]})", "/listen/0/mode",
+                "only for a \"unix:PATH\" address");
+    check_error(R"({"listen": [{"address": "unix:/)" + std::string(120, 'a') + R"("}]})", "/listen/0/address",
+                "longer than 107 bytes");
+}
+
+TEST_CASE("config: proxy_protocol and trusted_proxies") {
+    Config c = parse_config(R"({"listen": [{"port": 1, "proxy_protocol": true,
+                                            "trusted_proxies": ["127.0.0.1", "10.0.0.0/8", "fd00::/8", "unix"]}]})",
+                            kFile);
+    CHECK(c.listen[0].proxy_protocol);
+    CHECK_FALSE(c.listen[0].trusted_proxies.empty());
+    CHECK_FALSE(parse_config(kMinimal, kFile).listen[0].proxy_protocol);
+    check_error(R"({"listen": [{"port": 1, "proxy_protocol": true}]})", "/listen/0/trusted_proxies",
+                "needs the balancers it may come from");
+    check_error(R"({"listen": [{"port": 1, "proxy_protocol": "yes", "trusted_proxies": ["::1"]}]})",
+                "/listen/0/proxy_protocol", "expected true or false");
+    for (const char *bad : {"10.0.0.0/33", "nope", "10.0.0.1/8", "::1/129", "10.0.0.0/", "10.0.0.0/08", ""}) {
+        INFO(bad);
+        check_error(R"({"listen": [{"port": 1, "trusted_proxies": ["127.0.0.1", ")" + std::string(bad) +
+                        R"("]}]})",
+                    "/listen/0/trusted_proxies/1", "got \"" + std::string(bad) + "\"");
+    }
+}
+
+TEST_CASE("config: tls.ticket_key_file resolves against the file's directory") {
+    Config c =
+        parse_config(R"({"listen": [{"port": 1}], "tls": {"ticket_key_file": "keys/ticket.key"}})", kFile);
+    CHECK(c.listen[0].tls.ticket_key_file == "/srv/site/keys/ticket.key");
+    check_error(R"({"listen": [{"port": 1}], "tls": {"ticket_key_file": ""}})", "/tls/ticket_key_file",
+                "non-empty");
 }
