@@ -1,5 +1,6 @@
 #include "config/config.hpp"
 #include "config/install_dirs.hpp"
+#include "config/ticket_key_file.hpp"
 
 #include <arpa/inet.h>
 #include <cerrno>
@@ -170,9 +171,14 @@ void parse_tls(const Reader &r, const json &value, const std::string &ptr, const
     if (value.contains("session_timeout_s"))
         tls.session_timeout_s = static_cast<uint32_t>(
             r.integer(value["session_timeout_s"], ptr + "/session_timeout_s", 0, 604800));
-    if (value.contains("ticket_key_file"))
+    if (value.contains("ticket_key_file")) {
         tls.ticket_key_file =
             resolve_path(base_dir, r.nonempty_string(value["ticket_key_file"], ptr + "/ticket_key_file"));
+        // Read now, so --check, a start and a reload all refuse a bad file with its JSON path.
+        std::string error;
+        if (read_ticket_key_file(tls.ticket_key_file, error).empty())
+            r.fail(ptr + "/ticket_key_file", error);
+    }
     if (value.contains("hsts"))
         tls.hsts = r.string(value["hsts"], ptr + "/hsts");
 }

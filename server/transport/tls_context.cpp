@@ -249,7 +249,7 @@ std::string session_identity(const TlsConfig &config,
     add_chain(client_ca);
     std::string settings = std::to_string(static_cast<int>(config.client_auth)) + " " +
                            std::to_string(config.session_tickets) + " " +
-                           std::to_string(config.session_timeout_s);
+                           std::to_string(config.session_timeout_s) + " " + config.ticket_key_file;
     add(settings.data(), settings.size());
     unsigned char digest[32];
     mbedtls_sha256_finish_ret(&sha, digest);
@@ -315,6 +315,11 @@ std::shared_ptr<TlsSessionStore> TlsSessionStore::create(const TlsConfig &config
     if (!store->tickets_on_)
         return store;
     seed(store->ticket_drbg_, "trellis tickets");
+    if (!config.ticket_key_file.empty()) {
+        store->file_keys_ = std::make_unique<FileTicketKeys>(config.ticket_key_file, config.session_timeout_s,
+                                                             mbedtls_ctr_drbg_random, &store->ticket_drbg_);
+        return store;
+    }
     // The ticket key rotates every session_timeout_s (mbedTLS keeps the previous key to accept
     // tickets issued just before the rotation).
     int rc = mbedtls_ssl_ticket_setup(&store->ticket_, mbedtls_ctr_drbg_random, &store->ticket_drbg_,
@@ -331,10 +336,17 @@ TlsSessionStore::~TlsSessionStore() {
     mbedtls_ctr_drbg_free(&ticket_drbg_);
 }
 
+bool TlsSessionStore::reload_ticket_key(const TlsConfig &config) {
+    return file_keys_ && file_keys_->reload(config.ticket_key_file);
+}
+
 void TlsSessionStore::attach(mbedtls_ssl_config &config) {
     if (cache_on_)
         mbedtls_ssl_conf_session_cache(&config, &cache_, mbedtls_ssl_cache_get, mbedtls_ssl_cache_set);
-    if (tickets_on_)
+    if (file_keys_)
+        mbedtls_ssl_conf_session_tickets_cb(&config, FileTicketKeys::write, FileTicketKeys::parse,
+                                            file_keys_.get());
+    else if (tickets_on_)
         mbedtls_ssl_conf_session_tickets_cb(&config, mbedtls_ssl_ticket_write, mbedtls_ssl_ticket_parse,
                                             &ticket_);
 }
@@ -377,9 +389,12 @@ std::shared_ptr<TlsContext> TlsContext::load(const TlsConfig &config, bool check
                 (rc < 0 ? tls_error_text(rc) : std::to_string(rc) + " certificate(s) unreadable"));
     }
     std::string identity = session_identity(config, context->certificates_, context->client_ca_);
-    if (previous && previous->sessions_ && previous->sessions_->identity() == identity)
+    if (previous && previous->sessions_ && previous->sessions_->identity() == identity) {
         context->sessions_ = previous->sessions_;
-    else
+        if (!check_only && context->sessions_->reload_ticket_key(config))
+            SERVER_LOG_INFO("tls: ticket_key_file %s: a new key; tickets under the previous one still resume",
+                            config.ticket_key_file.c_str());
+    } else
         context->sessions_ = TlsSessionStore::create(config, std::move(identity));
     return context;
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "config/config.hpp"
+#include "transport/ticket_keys.hpp"
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/pk.h>
@@ -44,9 +45,12 @@ struct TlsCertificate {
 class TlsSessionStore {
   public:
     // `identity`: a digest of the certificates, keys, client CA and session settings a session from
-    // this store was made under; throws StartupError. (A later tls.ticket_key_file would load the
-    // ticket keys here instead of drawing them.)
+    // this store was made under; throws StartupError. The ticket keys come from
+    // tls.ticket_key_file when it is set, else they are drawn here (and rotated by mbedTLS).
     static std::shared_ptr<TlsSessionStore> create(const TlsConfig &config, std::string identity);
+    // A reload kept this store: tls.ticket_key_file is read again, and a new key rotates in (the
+    // previous one still decrypts). True when the key changed; throws StartupError on a bad file.
+    bool reload_ticket_key(const TlsConfig &config);
     ~TlsSessionStore();
     TlsSessionStore(const TlsSessionStore &) = delete;
     TlsSessionStore &operator=(const TlsSessionStore &) = delete;
@@ -62,7 +66,8 @@ class TlsSessionStore {
     bool tickets_on_;
     mbedtls_ssl_cache_context cache_;
     mbedtls_ssl_ticket_context ticket_;
-    mbedtls_ctr_drbg_context ticket_drbg_; // used by the ticket context under its own mutex
+    mbedtls_ctr_drbg_context ticket_drbg_;      // used by the ticket context under its own mutex
+    std::unique_ptr<FileTicketKeys> file_keys_; // tls.ticket_key_file, in place of ticket_
 };
 
 class TlsContext {

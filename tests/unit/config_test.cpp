@@ -4,7 +4,9 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <unistd.h>
 
 using trellis::Config;
 using trellis::ConfigError;
@@ -649,10 +651,30 @@ TEST_CASE("config: proxy_protocol and trusted_proxies") {
     }
 }
 
-TEST_CASE("config: tls.ticket_key_file resolves against the file's directory") {
-    Config c =
-        parse_config(R"({"listen": [{"port": 1}], "tls": {"ticket_key_file": "keys/ticket.key"}})", kFile);
-    CHECK(c.listen[0].tls.ticket_key_file == "/srv/site/keys/ticket.key");
+TEST_CASE("config: tls.ticket_key_file resolves against the file's directory and is checked") {
+    namespace fs = std::filesystem;
+    fs::path dir = fs::temp_directory_path() / ("trellis-ticket-test-" + std::to_string(getpid()));
+    fs::create_directories(dir / "keys");
+    std::string file = (dir / "server.json").string();
+    auto write = [&dir](const std::string &name, size_t bytes) {
+        std::ofstream(dir / "keys" / name, std::ios::binary) << std::string(bytes, 'k');
+    };
+    write("ticket.key", 80);
+    write("short.key", 12);
+    write("nginx48.key", 48);
+    auto config = [](const std::string &key) {
+        return R"({"listen": [{"port": 1}], "tls": {"ticket_key_file": ")" + key + R"("}})";
+    };
+    CHECK(parse_config(config("keys/ticket.key"), file).listen[0].tls.ticket_key_file ==
+          (dir / "keys/ticket.key").string());
+    CHECK(parse_config(config("keys/nginx48.key"), file).listen.size() == 1);
+    auto error = [&](const std::string &key) { return error_of(config(key), file); };
+    CHECK(contains(error("keys/short.key"), "/tls/ticket_key_file: " + (dir / "keys/short.key").string() +
+                                                ": 12 bytes; expected 80 random bytes"));
+    CHECK(contains(error("keys/missing.key"), "/tls/ticket_key_file: " + (dir / "keys/missing.key").string() +
+                                                  ": No such file or directory"));
+    CHECK(contains(error("keys"), "/tls/ticket_key_file: "));
     check_error(R"({"listen": [{"port": 1}], "tls": {"ticket_key_file": ""}})", "/tls/ticket_key_file",
                 "non-empty");
+    fs::remove_all(dir);
 }
