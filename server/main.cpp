@@ -2,6 +2,7 @@
 #include "config/config.hpp"
 #include "log/log.hpp"
 #include "server.hpp"
+#include "service/upgrade.hpp"
 
 #include <csignal>
 #include <cstdio>
@@ -24,7 +25,9 @@ const char *kUsage = "usage: trellis [--config FILE] [--check] [--version] [--he
                      "\n"
                      "Signals: SIGTERM/SIGINT stop gracefully (in-flight responses finish, bounded by\n"
                      "limits.shutdown_timeout_ms). SIGHUP reloads the configuration. SIGUSR1 reopens\n"
-                     "the access and error log files (after logrotate renamed them).\n";
+                     "the access and error log files (after logrotate renamed them). SIGUSR2 starts the\n"
+                     "binary at the same path with the listening sockets and, once it serves, drains\n"
+                     "this process (an upgrade without downtime).\n";
 
 } // namespace
 
@@ -59,6 +62,7 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
+    trellis::remember_command_line(argc, argv);
     // Writes to a vanished peer must fail with EPIPE, not kill the process.
     signal(SIGPIPE, SIG_IGN);
     // What this thread logs is the operator's doing (start, signals, reloads), never a client's.

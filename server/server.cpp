@@ -9,6 +9,7 @@
 #include "plugin/loader.hpp"
 #include "router.hpp"
 #include "service/notify.hpp"
+#include "service/upgrade.hpp"
 #include "thread_pool.hpp"
 #include "transport/factory.hpp"
 #include "worker.hpp"
@@ -59,7 +60,8 @@ void raise_fd_limit(uint32_t &max_connections, bool at_start) {
 struct MainLoop {
     Server *server;
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm, sighup, sigusr1;
+    uv_signal_t sigint, sigterm, sighup, sigusr1, sigusr2;
+    BinaryUpgrade *upgrade = nullptr;
     uv_async_t worker_exited;
     uv_async_t generation_released;
     std::vector<std::unique_ptr<Worker>> *workers;
@@ -67,11 +69,13 @@ struct MainLoop {
     bool stopping = false;
 };
 
-void stop_workers(MainLoop &main) {
+// `service_stops`: false when a new binary took over (SIGUSR2): the service goes on.
+void stop_workers(MainLoop &main, bool service_stops = true) {
     if (main.stopping)
         return;
     main.stopping = true;
-    notify_service_manager("STOPPING=1"); // a signal's drain, or a worker that ended on its own
+    if (service_stops)
+        notify_service_manager("STOPPING=1"); // a signal's drain, or a worker that ended on its own
     main.server->close_listening_copies();
     for (auto &worker : *main.workers)
         worker->stop();
@@ -264,6 +268,14 @@ void Server::open_listeners() {
             settings->config.transport == TransportKind::Auto ? " (plain HTTP and TLS on one port)" : "");
 }
 
+std::vector<ListeningSocket> Server::listening_sockets() const {
+    std::vector<ListeningSocket> sockets;
+    for (size_t i = 0; i < listeners_.size(); ++i)
+        for (int fd : listeners_[i]->sockets)
+            sockets.push_back({fd, inherited_name(i)});
+    return sockets;
+}
+
 void Server::close_listening_copies() {
     // The kernel queues connections on a listening socket while any descriptor of it is open.
     for (auto &settings : listeners_) {
@@ -390,8 +402,20 @@ int Server::run() {
     main.server = this;
     main.workers = &workers_;
     uv_loop_init(&main.loop);
-    main.sigint.data = main.sigterm.data = main.sighup.data = main.sigusr1.data = main.worker_exited.data =
-        &main;
+    main.sigint.data = main.sigterm.data = main.sighup.data = main.sigusr1.data = main.sigusr2.data =
+        main.worker_exited.data = &main;
+    // SIGUSR2: a new binary takes the sockets over; once it serves, this process drains.
+    BinaryUpgrade upgrade(
+        &main.loop,
+        [](pid_t pid, void *data) {
+            auto &m = *static_cast<MainLoop *>(data);
+            m.server->sockets_handed_over();
+            // systemd follows the new process (NotifyAccess=all lets it say READY=1 itself).
+            notify_service_manager("MAINPID=" + std::to_string(pid));
+            stop_workers(m, false);
+        },
+        &main);
+    main.upgrade = &upgrade;
     main.generation_released.data = &main;
     uv_async_init(&main.loop, &main.generation_released, [](uv_async_t *handle) {
         static_cast<MainLoop *>(handle->data)->server->collect_generations();
@@ -401,6 +425,7 @@ int Server::run() {
     uv_signal_init(&main.loop, &main.sigterm);
     uv_signal_init(&main.loop, &main.sighup);
     uv_signal_init(&main.loop, &main.sigusr1);
+    uv_signal_init(&main.loop, &main.sigusr2);
     auto on_signal = [](uv_signal_t *handle, int signum) {
         SERVER_LOG_INFO("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
         stop_workers(*static_cast<MainLoop *>(handle->data));
@@ -423,6 +448,21 @@ int Server::run() {
         &main.sigusr1,
         [](uv_signal_t *handle, int) { static_cast<MainLoop *>(handle->data)->server->reopen_logs(); },
         SIGUSR1);
+    uv_signal_start(
+        &main.sigusr2,
+        [](uv_signal_t *handle, int) {
+            auto &m = *static_cast<MainLoop *>(handle->data);
+            if (m.stopping) {
+                SERVER_LOG_WARN("SIGUSR2: this process is already stopping; no upgrade");
+                return;
+            }
+            if (m.upgrade->in_progress()) {
+                SERVER_LOG_WARN("SIGUSR2: an upgrade is already in progress");
+                return;
+            }
+            m.upgrade->start(m.server->listening_sockets());
+        },
+        SIGUSR2);
     uv_async_init(&main.loop, &main.worker_exited, [](uv_async_t *handle) {
         auto &m = *static_cast<MainLoop *>(handle->data);
         // A worker that exits on its own (a plugin failed to start) takes the others with it.
@@ -435,6 +475,8 @@ int Server::run() {
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigterm), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sighup), nullptr);
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigusr1), nullptr);
+            uv_close(reinterpret_cast<uv_handle_t *>(&m.sigusr2), nullptr);
+            m.upgrade->close();
             uv_close(reinterpret_cast<uv_handle_t *>(&m.worker_exited), nullptr);
             g_generation_released = nullptr;
             uv_close(reinterpret_cast<uv_handle_t *>(&m.generation_released), nullptr);
@@ -450,6 +492,7 @@ int Server::run() {
             &main);
     // Every listener is bound (start()): connections wait in the backlog until the workers run.
     notify_service_manager("READY=1");
+    tell_old_process_ready(); // when this process is a SIGUSR2 upgrade's new one
     uv_run(&main.loop, UV_RUN_DEFAULT);
     uv_loop_close(&main.loop);
     bool ok = true;

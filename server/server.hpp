@@ -16,6 +16,7 @@ class ServerMetrics;
 class ThreadPool;
 class Worker;
 struct Generation;
+struct ListeningSocket;
 struct ListenerSettings;
 
 class Server {
@@ -40,6 +41,10 @@ class Server {
     void reopen_logs();
     // Main thread: destroys generations no worker uses any more.
     void collect_generations();
+    // A new binary serves the listening sockets now: a Unix socket's file stays at exit.
+    void sockets_handed_over() { handed_over_ = true; }
+    // Every listening socket, named by its "listen" entry, for a new binary (SIGUSR2).
+    std::vector<ListeningSocket> listening_sockets() const;
     // The drain began: the main thread's copies of the listening sockets go, so that the kernel
     // stops queueing connections once the workers close theirs.
     void close_listening_copies();

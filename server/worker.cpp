@@ -12,6 +12,13 @@
 #include <cstring>
 
 namespace trellis {
+namespace {
+
+// How long a drain leaves an idle keep-alive connection open after its last answer (at most half
+// of limits.shutdown_timeout_ms): a client's next request may be on its way.
+constexpr uint64_t kDrainIdleGraceMs = 1000;
+
+} // namespace
 
 Worker::Worker(unsigned index, const Config &config, std::shared_ptr<const Generation> generation,
                const WorkerShared &shared)
@@ -37,6 +44,8 @@ Worker::Worker(unsigned index, const Config &config, std::shared_ptr<const Gener
     post_async_.data = this;
     uv_timer_init(&loop_, &shutdown_timer_);
     shutdown_timer_.data = this;
+    uv_timer_init(&loop_, &drain_grace_timer_);
+    drain_grace_timer_.data = this;
 }
 
 Worker::~Worker() {
@@ -274,14 +283,29 @@ void Worker::check_drain() {
             for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next)
                 if (!static_cast<ClientConnection *>(node)->idle())
                     return; // still answering someone: idle connections stay for requests on their way
+    // An idle connection that answered a moment ago may have the client's next request on its
+    // way (it was told to keep the connection open): closing it now would meet that request with
+    // a reset. It gets a grace after its last answer; a request arriving meanwhile is answered
+    // with "Connection: close".
+    uint64_t now = context_->timeouts.now();
+    uint64_t grace = std::min<uint64_t>(kDrainIdleGraceMs, shutdown_timeout_ms_ / 2);
+    uint64_t next_check = 0;
     std::vector<ClientConnection *> idle;
     for (int i = 0; i < Timeouts::kLists; ++i)
         for (TimeoutNode *node = context_->timeouts.list(i).front(); node; node = node->next) {
             auto *connection = static_cast<ClientConnection *>(node);
             if (!connection->idle())
                 return;
-            idle.push_back(connection);
+            uint64_t idle_since = node->deadline - std::min(node->deadline, node->list->duration_ms());
+            if (now < idle_since + grace)
+                next_check = next_check ? std::min(next_check, idle_since + grace) : idle_since + grace;
+            else
+                idle.push_back(connection);
         }
+    if (next_check)
+        uv_timer_start(
+            &drain_grace_timer_, [](uv_timer_t *timer) { static_cast<Worker *>(timer->data)->check_drain(); },
+            next_check - now, 0);
     sweeping_connections_ = true;
     for (ClientConnection *connection : idle)
         connection->abort();
@@ -291,6 +315,8 @@ void Worker::check_drain() {
 void Worker::on_drained() {
     if (!uv_is_closing(reinterpret_cast<uv_handle_t *>(&shutdown_timer_)))
         uv_close(reinterpret_cast<uv_handle_t *>(&shutdown_timer_), nullptr);
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t *>(&drain_grace_timer_)))
+        uv_close(reinterpret_cast<uv_handle_t *>(&drain_grace_timer_), nullptr);
     // Nothing can reach a held request on this worker any more; a plugin that releases one later
     // frees it itself (Mailbox::post fails).
     context_->mailbox->close();

@@ -92,6 +92,7 @@ class Worker {
     std::vector<std::function<void()>> posted_;
     bool accepting_posts_ = true; // under posted_mutex_
     uv_timer_t shutdown_timer_;
+    uv_timer_t drain_grace_timer_; // checks the drain again once idle connections' grace is over
     bool stopping_ = false;
     bool sweeping_connections_ = false; // closing connections in a loop: check_drain must wait
     bool started_ = false;              // start() was called: run() owns closing the loop
