@@ -137,6 +137,7 @@ void Listener::accept_one(int fd, const sockaddr *peer) {
 void Listener::refuse_untrusted(int fd, const sockaddr *peer) {
     ::close(fd);
     worker_.open_connections->fetch_sub(1, std::memory_order_relaxed);
+    worker_.stats.proxy_refused.add();
     // Once a second at most, like warn_at_limit: a scan must not become a flood of log lines.
     uint64_t now = uv_now(worker_.loop());
     if (last_untrusted_warning_ms_ == 0 || now - last_untrusted_warning_ms_ >= 1000) {

@@ -44,6 +44,7 @@ void ProxyHeaderReader::close() {
 
 void ProxyHeaderReader::fail(const char *why) {
     SERVER_LOG_DEBUG("PROXY protocol: %s; connection closed", why);
+    worker_.stats.proxy_refused.add();
     close();
 }
 

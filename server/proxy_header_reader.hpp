@@ -21,7 +21,7 @@ class ProxyHeaderReader final : public ClientConnection, public Pollable {
                       const ListenerSettings &settings, std::shared_ptr<const WorkerTls> tls);
 
     // ClientConnection: a header not complete by now, a drain or its deadline closes the socket.
-    void on_timeout(TimeoutKind) override { close(); }
+    void on_timeout(TimeoutKind) override { fail("no complete header within limits.header_timeout_ms"); }
     void begin_drain(bool reload) override;
     void abort() override { close(); }
     bool idle() const override { return true; }

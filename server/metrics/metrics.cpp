@@ -66,7 +66,7 @@ RouteTotals sum_route(const RouteStats &route) {
 
 struct Totals {
     uint64_t accepted = 0, rejected = 0, open = 0, tls = 0, active = 0, requests = 0, in = 0, out = 0;
-    uint64_t h2_open = 0, h2_requests = 0;
+    uint64_t h2_open = 0, h2_requests = 0, proxy_refused = 0;
     uint64_t by_class[6] = {};
 };
 
@@ -124,6 +124,7 @@ static Totals sum_workers(const std::vector<std::unique_ptr<WorkerStats>> &worke
     for (const auto &w : workers) {
         t.accepted += w->connections_accepted.get();
         t.rejected += w->connections_rejected.get();
+        t.proxy_refused += w->proxy_refused.get();
         t.open += w->connections_open.get();
         t.tls += w->connections_tls.get();
         t.active += w->connections_active.get();
@@ -152,9 +153,9 @@ std::string ServerMetrics::render_json() const {
     append_format(out,
                   "\"connections\":{\"open\":%" PRIu64 ",\"idle\":%" PRIu64 ",\"active\":%" PRIu64
                   ",\"plain\":%" PRIu64 ",\"tls\":%" PRIu64 ",\"h2\":%" PRIu64 ",\"accepted\":%" PRIu64
-                  ",\"rejected\":%" PRIu64 "},",
+                  ",\"rejected\":%" PRIu64 ",\"proxy_refused\":%" PRIu64 "},",
                   t.open, idle, t.open - idle, t.open - t.tls, t.tls, std::min(t.h2_open, t.open), t.accepted,
-                  t.rejected);
+                  t.rejected, t.proxy_refused);
     append_format(out, "\"requests\":{\"total\":%" PRIu64 ",\"h1\":%" PRIu64 ",\"h2\":%" PRIu64, t.requests,
                   t.requests - std::min(t.h2_requests, t.requests), t.h2_requests);
     for (int i = 1; i < 6; ++i)
@@ -253,6 +254,10 @@ void ServerMetrics::append_prometheus_server(std::string &out) const {
     append_family(out, "trellis_connections_rejected_total", "counter",
                   "Connections closed at once over limits.max_connections.");
     append_format(out, "trellis_connections_rejected_total %" PRIu64 "\n", t.rejected);
+    append_family(out, "trellis_proxy_protocol_refused_total", "counter",
+                  "Connections closed unanswered on a proxy_protocol listener: an untrusted peer, or a "
+                  "malformed, truncated or slow PROXY header.");
+    append_format(out, "trellis_proxy_protocol_refused_total %" PRIu64 "\n", t.proxy_refused);
     append_family(out, "trellis_bytes_received_total", "counter", "Bytes read from clients (after TLS).");
     append_format(out, "trellis_bytes_received_total %" PRIu64 "\n", t.in);
     append_family(out, "trellis_bytes_sent_total", "counter", "Bytes written to clients (before TLS).");

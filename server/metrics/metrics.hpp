@@ -63,6 +63,7 @@ struct RouteStats {
 struct alignas(64) WorkerStats {
     Counter connections_accepted;
     Counter connections_rejected; // over limits.max_connections
+    Counter proxy_refused;        // "proxy_protocol" listeners: an untrusted peer or a bad header
     Counter connections_open;
     Counter connections_tls;    // open and on TLS
     Counter connections_active; // open and holding a session (not idle)

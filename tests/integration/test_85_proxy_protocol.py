@@ -12,6 +12,7 @@ anything is read), malformed v1/v2 headers, a truncated one, a slow one (limits.
 
 import json
 import os
+import re
 import socket
 import ssl
 import struct
@@ -376,6 +377,28 @@ class ProxyProtocolRejected(ProxyCase):
                                                f"(the header timeout, not the malformed header)")
         self.assertStillServes()
         self.assertNotIn("/echo/rejected", self.log.read_text() if self.log.exists() else "")
+
+    def test_refusals_are_counted_in_the_metrics(self):
+        cfg = pp_config(limits={"header_timeout_ms": HEADER_TIMEOUT_MS})
+        cfg["plugins"].append({"name": "status", "path": "status"})
+        cfg["routes"].insert(0, {"prefix": "/metrics", "plugin": "status"})
+        s = self.start_server(cfg)
+        bad = [payload for _, payload in BAD_HEADERS[:3]]
+        for payload in bad:
+            _, closed, _ = self.rejected(payload, port=s.port)
+            self.assertTrue(closed)
+
+        def refused():
+            c = Proxied(s.port, v1("TCP4", "192.0.2.1", "198.51.100.1", 1, 443), harness.TLS)
+            try:
+                c.send(build_request("GET", "/metrics", [("Connection", "close")]))
+                data, _ = recv_until_closed(c.sock, 5)
+            finally:
+                c.close()
+            m = re.search(rb"^trellis_proxy_protocol_refused_total (\d+)$", data, re.M)
+            self.assertIsNotNone(m, data[:500])
+            return int(m.group(1))
+        self.assertEqual(refused(), len(bad))
 
     def test_truncated_headers_are_closed_unanswered(self):
         for name, payload in TRUNCATED:
