@@ -14,9 +14,13 @@ cd "$(dirname "$0")"
 # recommended by clang) and llvm (llvm-symbolizer, for file:line in the stacks of a crash report).
 # For the HTTP/2 tests: python3-h2 (with hpack, which tests/integration/h2client.py borrows from
 # Debian's dist-packages when another python3 runs the suite), nghttp2-client (nghttp, h2load).
+# For the deployment tests (test_88, test_89): haproxy (the rolling restart behind it, and
+# `haproxy -c` of deploy/haproxy.cfg), logrotate (`logrotate -d` of deploy/logrotate) and systemd
+# (systemd-analyze, to verify the installed unit; nothing is started: in a container it is only
+# the package's files).
 PACKAGES=(build-essential cmake pkg-config libuv1-dev node-llhttp libmbedtls-dev nlohmann-json3-dev
           doctest-dev curl openssl python3 wrk clang libclang-rt-14-dev llvm
-          libnghttp2-dev python3-h2 nghttp2-client)
+          libnghttp2-dev python3-h2 nghttp2-client haproxy logrotate systemd)
 JOBS=$(nproc)
 
 install_missing() {
