@@ -139,24 +139,23 @@ bool answered_by_listener_rules(Exchange &ex) {
 
 namespace {
 
-// X-Forwarded-For / Forwarded name the client only when the peer is a trusted proxy
-// (listen[].trusted_proxies); from anyone else they change nothing.
+// X-Forwarded-For (or Forwarded, listen[].real_ip_header) names the client only when the peer is
+// a trusted proxy (listen[].trusted_proxies); from anyone else it changes nothing.
 void identify_client(Exchange &ex) {
     const ListenConfig *listen = ex.owner ? ex.owner->listen() : nullptr;
     if (!listen || listen->trusted_proxies.empty() ||
         !listen->trusted_proxies.contains(reinterpret_cast<const sockaddr *>(&ex.peer)))
         return;
+    if (listen->real_ip_header == RealIpHeader::None)
+        return;
+    const char *name = listen->real_ip_header == RealIpHeader::Forwarded ? "forwarded" : "x-forwarded-for";
     const trellis_request &r = ex.request;
-    std::vector<std::string_view> forwarded, x_forwarded_for;
-    for (size_t i = 0; i < r.header_count; ++i) {
-        std::string_view name = r.str(r.headers[i].name);
-        if (iequals(name, "forwarded"))
-            forwarded.push_back(r.str(r.headers[i].value));
-        else if (iequals(name, "x-forwarded-for"))
-            x_forwarded_for.push_back(r.str(r.headers[i].value));
-    }
-    if (!forwarded.empty() || !x_forwarded_for.empty())
-        forwarded_client(forwarded, x_forwarded_for, listen->trusted_proxies, ex.client);
+    std::vector<std::string_view> lines;
+    for (size_t i = 0; i < r.header_count; ++i)
+        if (iequals(r.str(r.headers[i].name), name))
+            lines.push_back(r.str(r.headers[i].value));
+    if (!lines.empty())
+        forwarded_client(listen->real_ip_header, lines, listen->trusted_proxies, ex.client);
 }
 
 } // namespace

@@ -109,7 +109,8 @@ InheritedSockets take_inherited_sockets() {
     const char *names = getenv("LISTEN_FDNAMES");
     // systemd names the process the sockets are for; a Trellis upgrade starts the new process
     // itself, so it cannot know the pid beforehand and says where they come from instead.
-    bool for_us = (pid && strtol(pid, nullptr, 10) == getpid()) || getenv("TRELLIS_UPGRADE_FROM");
+    inherited.from_upgrade = getenv("TRELLIS_UPGRADE_FROM") != nullptr;
+    bool for_us = (pid && strtol(pid, nullptr, 10) == getpid()) || inherited.from_upgrade;
     int n = count && for_us ? atoi(count) : 0;
     std::string all_names = names ? names : "";
     unsetenv("LISTEN_FDS");

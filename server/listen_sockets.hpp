@@ -19,6 +19,7 @@ namespace trellis {
 struct InheritedSockets {
     std::vector<int> fds;
     std::vector<std::string> names;
+    bool from_upgrade = false; // from the Trellis before this one (else from systemd)
 };
 InheritedSockets take_inherited_sockets();
 // The inherited sockets of entry number `index`: bound to its address and port (or its Unix path),

@@ -17,6 +17,7 @@ void ProxyHeaderReader::start(WorkerContext &worker, int fd, const sockaddr *soc
         reader->fail("epoll refused the socket");
         return;
     }
+    reader->watched_ = true;
     worker.timeouts.start(*reader, worker.timeout_list(kHeaderTimeout));
 }
 
@@ -31,14 +32,9 @@ ProxyHeaderReader::ProxyHeaderReader(WorkerContext &worker, int fd, const sockad
     worker_.preconnection_opened();
 }
 
-void ProxyHeaderReader::begin_drain(bool reload) {
-    if (!reload)
-        close(); // the balancer retries elsewhere: it has sent nothing of the client's yet
-}
-
 void ProxyHeaderReader::close() {
     TimeoutList::remove(*this);
-    worker_.poller.retire(fd_, this, EPOLLIN); // closes the socket; deleted after this turn's events
+    worker_.poller.retire(fd_, this, watched_ ? uint32_t{EPOLLIN} : 0u); // closes it; deleted after this turn
     worker_.preconnection_closed(false);
 }
 

@@ -21,10 +21,12 @@ class ProxyHeaderReader final : public ClientConnection, public Pollable {
                       const ListenerSettings &settings, std::shared_ptr<const WorkerTls> tls);
 
     // ClientConnection: a header not complete by now, a drain or its deadline closes the socket.
+    // A drain lets it finish under its header deadline: the client's request may be right behind
+    // the header, and the balancer would not send it elsewhere.
     void on_timeout(TimeoutKind) override { fail("no complete header within limits.header_timeout_ms"); }
-    void begin_drain(bool reload) override;
+    void begin_drain(bool) override {}
     void abort() override { close(); }
-    bool idle() const override { return true; }
+    bool idle() const override { return false; }
 
     void on_epoll(uint32_t events) override;
 
@@ -42,6 +44,7 @@ class ProxyHeaderReader final : public ClientConnection, public Pollable {
     std::shared_ptr<const WorkerTls> tls_;
     std::unique_ptr<char[]> received_; // the header's bytes taken so far (it came in pieces)
     size_t received_length_ = 0;
+    bool watched_ = false; // in the worker's epoll set
 };
 
 } // namespace trellis

@@ -63,6 +63,8 @@ struct MainLoop {
     uv_signal_t sigint, sigterm, sighup, sigusr1, sigusr2;
     BinaryUpgrade *upgrade = nullptr;
     uv_async_t worker_exited;
+    uv_async_t worker_started;
+    std::atomic<size_t> started{0};
     uv_async_t generation_released;
     std::vector<std::unique_ptr<Worker>> *workers;
     std::atomic<size_t> exited{0};
@@ -158,7 +160,7 @@ Server::~Server() {
     workers_.clear();
     close_listening_copies();
     // A Unix socket's file goes with the last process serving it, not with one that handed it on.
-    if (!handed_over_)
+    if (served_ && !handed_over_)
         for (const std::string &path : bound_unix_paths_)
             unlink(path.c_str());
     listeners_.clear();
@@ -241,8 +243,8 @@ void Server::open_listeners() {
                 sockets[i].push_back(bind_tcp_socket(config, port));
                 port = bound_port(sockets[i].back());
             }
-        } else if (!config.unix_path.empty()) {
-            bound_unix_paths_.push_back(config.unix_path); // ours to remove at exit now
+        } else if (!config.unix_path.empty() && inherited.from_upgrade) {
+            bound_unix_paths_.push_back(config.unix_path); // ours now; systemd's .socket keeps its own
         }
         settings.bound_port = bound_port(sockets[i].front());
         // The main thread keeps a copy of each, for a new binary to inherit (SIGUSR2).
@@ -386,6 +388,14 @@ void Server::reload_certificates() {
                 workers_[w]->replace_tls(settings, std::move(per_worker[w]));
             bool kept = keeps_sessions_of(*context, *settings.tls);
             settings.tls = context;
+            try {
+                if (kept && rotate_ticket_key(*context))
+                    SERVER_LOG_INFO("tls: %s: a new key from ticket_key_file; tickets under the previous one "
+                                    "still resume",
+                                    where.c_str());
+            } catch (const std::exception &e) { // the file changed again since the reload read it
+                SERVER_LOG_ERROR("%s: %s; it keeps its ticket key", where.c_str(), e.what());
+            }
             for (const std::string &certificate : describe_certificates(*context))
                 SERVER_LOG_INFO("tls: %s now serves %s", where.c_str(), certificate.c_str());
             SERVER_LOG_INFO("tls: %s %s", where.c_str(),
@@ -403,7 +413,7 @@ int Server::run() {
     main.workers = &workers_;
     uv_loop_init(&main.loop);
     main.sigint.data = main.sigterm.data = main.sighup.data = main.sigusr1.data = main.sigusr2.data =
-        main.worker_exited.data = &main;
+        main.worker_exited.data = main.worker_started.data = &main;
     // SIGUSR2: a new binary takes the sockets over; once it serves, this process drains.
     BinaryUpgrade upgrade(
         &main.loop,
@@ -478,21 +488,36 @@ int Server::run() {
             uv_close(reinterpret_cast<uv_handle_t *>(&m.sigusr2), nullptr);
             m.upgrade->close();
             uv_close(reinterpret_cast<uv_handle_t *>(&m.worker_exited), nullptr);
+            if (!uv_is_closing(reinterpret_cast<uv_handle_t *>(&m.worker_started)))
+                uv_close(reinterpret_cast<uv_handle_t *>(&m.worker_started), nullptr);
             g_generation_released = nullptr;
             uv_close(reinterpret_cast<uv_handle_t *>(&m.generation_released), nullptr);
         }
     });
+    // Ready once every worker runs its plugins: a plugin that fails to start on a worker stops the
+    // server before a service manager, or the process this one upgrades, is told it serves.
+    uv_async_init(&main.loop, &main.worker_started, [](uv_async_t *handle) {
+        auto &m = *static_cast<MainLoop *>(handle->data);
+        if (m.started.load() != m.workers->size() || m.stopping)
+            return;
+        uv_close(reinterpret_cast<uv_handle_t *>(handle), nullptr);
+        m.server->now_serving();
+        notify_service_manager("READY=1");
+        tell_old_process_ready(); // when this process is a SIGUSR2 upgrade's new one
+    });
     for (auto &worker : workers_)
         worker->start(
+            [](void *data) {
+                auto &m = *static_cast<MainLoop *>(data);
+                m.started.fetch_add(1);
+                uv_async_send(&m.worker_started);
+            },
             [](void *data) {
                 auto &m = *static_cast<MainLoop *>(data);
                 m.exited.fetch_add(1);
                 uv_async_send(&m.worker_exited);
             },
             &main);
-    // Every listener is bound (start()): connections wait in the backlog until the workers run.
-    notify_service_manager("READY=1");
-    tell_old_process_ready(); // when this process is a SIGUSR2 upgrade's new one
     uv_run(&main.loop, UV_RUN_DEFAULT);
     uv_loop_close(&main.loop);
     bool ok = true;

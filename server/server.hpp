@@ -43,6 +43,9 @@ class Server {
     void collect_generations();
     // A new binary serves the listening sockets now: a Unix socket's file stays at exit.
     void sockets_handed_over() { handed_over_ = true; }
+    // Every worker serves: a Unix socket's file is this process's to remove at exit (not after a
+    // start that failed, which may have found it in the hands of the process it was to replace).
+    void now_serving() { served_ = true; }
     // Every listening socket, named by its "listen" entry, for a new binary (SIGUSR2).
     std::vector<ListeningSocket> listening_sockets() const;
     // The drain began: the main thread's copies of the listening sockets go, so that the kernel
@@ -65,6 +68,7 @@ class Server {
     std::vector<std::unique_ptr<Worker>> workers_;
     std::vector<std::string> bound_unix_paths_; // removed at exit
     bool handed_over_ = false;                  // a new binary serves the sockets now (SIGUSR2)
+    bool served_ = false;                       // every worker started
 };
 
 // Checks a configuration as start() would, without listening: loads and creates every plugin,

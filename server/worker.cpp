@@ -85,7 +85,8 @@ void Worker::listen(const ListenerSettings &settings, int fd) {
     listeners_.push_back(Listener::watch_socket(*context_, settings, std::move(tls), fd));
 }
 
-void Worker::start(void (*on_exit)(void *), void *data) {
+void Worker::start(void (*on_started)(void *), void (*on_exit)(void *), void *data) {
+    on_started_ = on_started;
     on_exit_ = on_exit;
     on_exit_data_ = data;
     started_ = true;
@@ -93,7 +94,11 @@ void Worker::start(void (*on_exit)(void *), void *data) {
 }
 
 void Worker::stop() {
-    uv_async_send(&stop_async_);
+    // A worker that stopped on its own (a plugin failed to start) has closed its loop: a wake-up
+    // sent then would write to a descriptor that is gone, or by now another file's.
+    std::lock_guard<std::mutex> lock(stop_mutex_);
+    if (stop_open_)
+        uv_async_send(&stop_async_);
 }
 
 void Worker::post(std::function<void()> task) {
@@ -206,6 +211,8 @@ void Worker::run() {
     start_plugins(*generations_.back()->generation, nullptr);
     if (!started_ok_)
         on_stop();
+    else if (on_started_)
+        on_started_(on_exit_data_);
     // The connections' epoll set drives the loop (transport/poller.hpp).
     if (!context_->poller.run()) {
         SERVER_LOG_ERROR("worker %u: epoll: %s; stopping", index_, strerror(errno));
@@ -244,6 +251,10 @@ void Worker::on_stop() {
     for (Listener *listener : listeners_)
         listener->close();
     listeners_.clear();
+    {
+        std::lock_guard<std::mutex> lock(stop_mutex_);
+        stop_open_ = false;
+    }
     uv_close(reinterpret_cast<uv_handle_t *>(&stop_async_), nullptr);
     {
         std::lock_guard<std::mutex> lock(posted_mutex_);
@@ -296,8 +307,9 @@ void Worker::check_drain() {
             auto *connection = static_cast<ClientConnection *>(node);
             if (!connection->idle())
                 return;
+            // Only a keep-alive connection's deadline says when its last answer went out.
             uint64_t idle_since = node->deadline - std::min(node->deadline, node->list->duration_ms());
-            if (now < idle_since + grace)
+            if (i == kKeepaliveTimeout && now < idle_since + grace)
                 next_check = next_check ? std::min(next_check, idle_since + grace) : idle_since + grace;
             else
                 idle.push_back(connection);

@@ -44,8 +44,9 @@ class Worker {
     // Main thread, before start(): accepts from `fd`, a listening socket of `settings` (the
     // worker's from now on). Throws StartupError.
     void listen(const ListenerSettings &settings, int fd);
-    // Starts the thread. `on_exit` is called on that thread after its loop has closed.
-    void start(void (*on_exit)(void *data), void *data);
+    // Starts the thread. On that thread, `on_started` is called once every plugin has started
+    // on it (not if one failed), and `on_exit` after its loop has closed.
+    void start(void (*on_started)(void *data), void (*on_exit)(void *data), void *data);
     // Any thread: stop accepting, finish in-flight responses, close idle connections, exit
     // (forcibly after limits.shutdown_timeout_ms).
     void stop();
@@ -88,6 +89,8 @@ class Worker {
     std::vector<Listener *> listeners_;
     uv_async_t stop_async_;
     uv_async_t post_async_;
+    std::mutex stop_mutex_; // stop() against the closing of stop_async_
+    bool stop_open_ = true;
     std::mutex posted_mutex_;
     std::vector<std::function<void()>> posted_;
     bool accepting_posts_ = true; // under posted_mutex_
@@ -97,6 +100,7 @@ class Worker {
     bool sweeping_connections_ = false; // closing connections in a loop: check_drain must wait
     bool started_ = false;              // start() was called: run() owns closing the loop
     std::atomic<bool> started_ok_{true};
+    void (*on_started_)(void *) = nullptr;
     void (*on_exit_)(void *) = nullptr;
     void *on_exit_data_ = nullptr;
     std::thread thread_;

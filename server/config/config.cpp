@@ -269,6 +269,22 @@ void parse_proxy_settings(const Reader &r, const json &value, const std::string 
                                  text + "\"");
         }
     }
+    if (value.contains("real_ip_header")) {
+        std::string header = r.string(value["real_ip_header"], ptr + "/real_ip_header");
+        if (header == "X-Forwarded-For")
+            listen.real_ip_header = RealIpHeader::XForwardedFor;
+        else if (header == "Forwarded")
+            listen.real_ip_header = RealIpHeader::Forwarded;
+        else if (header == "none")
+            listen.real_ip_header = RealIpHeader::None;
+        else
+            r.fail(ptr + "/real_ip_header",
+                   "expected \"X-Forwarded-For\", \"Forwarded\" or \"none\", got \"" + header + "\"");
+    }
+    if (listen.proxy_protocol && !listen.unix_path.empty() && !listen.trusted_proxies.trusts_unix())
+        r.fail(ptr + "/trusted_proxies",
+               "a \"unix:PATH\" listener with \"proxy_protocol\" needs \"unix\" here "
+               "(its peers have no address; the socket's mode says who may connect)");
     if (listen.proxy_protocol && listen.trusted_proxies.empty())
         r.fail(ptr + "/trusted_proxies",
                "\"proxy_protocol\": true needs the balancers it may come from, e.g. [\"127.0.0.1\"] "
@@ -281,7 +297,7 @@ ListenConfig parse_listen(const Reader &r, const json &value, const std::string 
     r.object(value, ptr);
     r.only_keys(value, ptr,
                 {"address", "port", "transport", "redirect_to_https", "tls", "http2", "mode", "owner",
-                 "group", "proxy_protocol", "trusted_proxies"});
+                 "group", "proxy_protocol", "trusted_proxies", "real_ip_header"});
     ListenConfig listen;
     if (value.contains("address")) {
         listen.address = r.nonempty_string(value["address"], ptr + "/address");

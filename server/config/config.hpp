@@ -4,6 +4,7 @@
 
 #include "errors.hpp"
 #include "net/address_set.hpp"
+#include "net/forwarded.hpp"
 
 #include <cstdint>
 #include <string>
@@ -78,6 +79,7 @@ struct ListenConfig {
     // trusted_proxies, which are also the only peers whose X-Forwarded-For/Forwarded is believed.
     bool proxy_protocol = false;
     AddressSet trusted_proxies;
+    RealIpHeader real_ip_header = RealIpHeader::XForwardedFor; // the one trusted proxies maintain
     TransportKind transport = TransportKind::Plain;
     RedirectToHttps redirect_to_https;
     TlsConfig tls;     // effective settings, used when transport is tls or auto

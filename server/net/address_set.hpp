@@ -18,6 +18,7 @@ class AddressSet {
     // unchanged) for anything else: a bad address, a prefix too long for its family, host bits set.
     bool add(std::string_view text);
     bool empty() const { return networks_.empty() && !unix_peers_; }
+    bool trusts_unix() const { return unix_peers_; }
     // An IPv4-mapped IPv6 peer (::ffff:10.1.2.3) matches the IPv4 networks.
     bool contains(const sockaddr *peer) const;
 

@@ -51,58 +51,50 @@ bool parse_node(std::string_view node, sockaddr_in6 &out) {
     return false;
 }
 
-// Splits every line at commas into `nodes`; for Forwarded, takes each element's for= parameter.
-bool collect(const std::vector<std::string_view> &lines, bool forwarded,
-             std::vector<std::string_view> &nodes) {
-    for (std::string_view line : lines) {
-        while (!line.empty()) {
-            size_t comma = line.find(',');
-            std::string_view element = trim(line.substr(0, comma));
-            line = comma == std::string_view::npos ? std::string_view() : line.substr(comma + 1);
-            if (!forwarded) {
-                nodes.push_back(element);
-                continue;
-            }
-            bool found = false;
-            while (!element.empty()) {
-                size_t semicolon = element.find(';');
-                std::string_view pair = trim(element.substr(0, semicolon));
-                element =
-                    semicolon == std::string_view::npos ? std::string_view() : element.substr(semicolon + 1);
-                size_t equals = pair.find('=');
-                if (equals == std::string_view::npos)
-                    return false;
-                if (!lower_equals(trim(pair.substr(0, equals)), "for"))
-                    continue;
-                std::string_view value = trim(pair.substr(equals + 1));
-                if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-                    value = value.substr(1, value.size() - 2);
-                nodes.push_back(value);
-                found = true;
-            }
-            if (!found)
-                return false; // an element without for= says nothing about who sent it
-        }
+// A Forwarded element's for= value ("" when it has none, or is not "key=value;..." at all).
+std::string_view forwarded_for(std::string_view element) {
+    std::string_view found;
+    while (!element.empty()) {
+        size_t semicolon = element.find(';');
+        std::string_view pair = trim(element.substr(0, semicolon));
+        element = semicolon == std::string_view::npos ? std::string_view() : element.substr(semicolon + 1);
+        size_t equals = pair.find('=');
+        if (equals == std::string_view::npos)
+            return {};
+        if (!lower_equals(trim(pair.substr(0, equals)), "for"))
+            continue;
+        found = trim(pair.substr(equals + 1));
+        if (found.size() >= 2 && found.front() == '"' && found.back() == '"')
+            found = found.substr(1, found.size() - 2);
     }
-    return !nodes.empty();
+    return found;
 }
 
 } // namespace
 
-bool forwarded_client(const std::vector<std::string_view> &forwarded,
-                      const std::vector<std::string_view> &x_forwarded_for, const AddressSet &trusted,
-                      sockaddr_in6 &client) {
-    std::vector<std::string_view> nodes;
-    if (!forwarded.empty() ? !collect(forwarded, true, nodes) : !collect(x_forwarded_for, false, nodes))
+bool forwarded_client(RealIpHeader header, const std::vector<std::string_view> &lines,
+                      const AddressSet &trusted, sockaddr_in6 &client) {
+    if (header == RealIpHeader::None)
         return false;
-    std::vector<sockaddr_in6> chain(nodes.size());
-    for (size_t i = 0; i < nodes.size(); ++i)
-        if (!parse_node(nodes[i], chain[i]))
-            return false;
+    // The hops, left to right; an element that names nobody stays as "" (unreadable if reached).
+    std::vector<std::string_view> hops;
+    for (std::string_view line : lines)
+        for (size_t at = 0; at <= line.size();) {
+            size_t comma = line.find(',', at);
+            std::string_view element =
+                trim(line.substr(at, comma == std::string_view::npos ? comma : comma - at));
+            hops.push_back(header == RealIpHeader::Forwarded ? forwarded_for(element) : element);
+            if (comma == std::string_view::npos)
+                break;
+            at = comma + 1;
+        }
     // From the nearest hop outwards; when every hop is trusted, the farthest one is the client.
-    for (size_t i = chain.size(); i-- > 0;) {
-        if (i == 0 || !trusted.contains(reinterpret_cast<const sockaddr *>(&chain[i]))) {
-            client = chain[i];
+    for (size_t i = hops.size(); i-- > 0;) {
+        sockaddr_in6 hop;
+        if (!parse_node(hops[i], hop))
+            return false;
+        if (i == 0 || !trusted.contains(reinterpret_cast<const sockaddr *>(&hop))) {
+            client = hop;
             return true;
         }
     }

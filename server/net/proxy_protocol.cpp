@@ -108,6 +108,10 @@ ProxyParse parse_v2(std::string_view bytes, size_t &length, ProxyHeader &header,
         return ProxyParse::NeedMore;
     length = 16 + declared;
     header = {};
+    // LOCAL (a balancer's own check) carries no client: whatever follows is ignored, as the
+    // specification asks of a receiver.
+    if (command == 0)
+        return ProxyParse::Done;
     static constexpr size_t kAddressBytes[] = {0, 12, 36, 216}; // unspec, inet, inet6, unix
     if (family > 3 || protocol > 2) {
         why = "PROXY v2 header with an unknown address family or protocol";
@@ -127,8 +131,8 @@ ProxyParse parse_v2(std::string_view bytes, size_t &length, ProxyHeader &header,
         }
         at += 3 + ((size_t{byte(at + 1)} << 8) | byte(at + 2));
     }
-    // LOCAL (a balancer's own check), unspecified, datagram or Unix: the socket's peer stands.
-    if (command == 0 || protocol != 1 || (family != 1 && family != 2))
+    // Unspecified, datagram or Unix: the socket's peer stands.
+    if (protocol != 1 || (family != 1 && family != 2))
         return ProxyParse::Done;
     const char *at = bytes.data() + 16;
     header.source = {};

@@ -1,6 +1,7 @@
 #include "service/upgrade.hpp"
 
 #include "log/log.hpp"
+#include "transport/poller.hpp"
 
 #include <cerrno>
 #include <climits>
@@ -140,7 +141,12 @@ bool BinaryUpgrade::start(const std::vector<ListeningSocket> &sockets) {
     auto *attempt = new Attempt{};
     attempt->owner = this;
     attempt->process.data = attempt->ready_pipe.data = attempt->timer.data = attempt;
-    int rc = uv_spawn(loop_, &attempt->process, &options);
+    int rc;
+    {
+        // uv_spawn returns once the child has exec'd (or failed): its copies are gone by then.
+        auto no_closing = hold_descriptors_for_spawn();
+        rc = uv_spawn(loop_, &attempt->process, &options);
+    }
     ::close(ready[1]);
     if (rc != 0) {
         ::close(ready[0]);

@@ -22,6 +22,10 @@ std::vector<std::string> describe_certificates(const TlsContext &context) {
     return lines;
 }
 
+bool rotate_ticket_key(TlsContext &context) {
+    return context.reload_ticket_key();
+}
+
 bool keeps_sessions_of(const TlsContext &now, const TlsContext &before) {
     return now.shares_sessions_with(before);
 }

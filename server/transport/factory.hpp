@@ -26,6 +26,10 @@ std::shared_ptr<TlsContext> load_tls(const TlsConfig &config, const TlsContext *
 void check_tls(const TlsConfig &config);
 // One line per certificate served: "FILE (SHA-256 fingerprint ab:cd:...)".
 std::vector<std::string> describe_certificates(const TlsContext &context);
+// A reload put `context` in place, keeping the sessions of the one before: tls.ticket_key_file
+// is read again, and a new key rotates in (the previous one still decrypts what it made). True
+// when the key changed; throws StartupError on a bad file (the keys stay as they were).
+bool rotate_ticket_key(TlsContext &context);
 // Whether `now` kept the TLS sessions and ticket keys of `before` (a reload that changed nothing).
 bool keeps_sessions_of(const TlsContext &now, const TlsContext &before);
 

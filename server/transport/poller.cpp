@@ -13,7 +13,13 @@ constexpr int kBatch = 256;
 // The data of libuv's own descriptor in the set (a socket's data is its Pollable).
 Pollable *const kLibuvEvents = nullptr;
 
+std::shared_mutex g_spawn_guard;
+
 } // namespace
+
+std::unique_lock<std::shared_mutex> hold_descriptors_for_spawn() {
+    return std::unique_lock<std::shared_mutex>(g_spawn_guard);
+}
 
 Poller::~Poller() {
     bury_retired();
@@ -59,9 +65,12 @@ bool Poller::watch(int fd, Pollable *target, uint32_t watched, uint32_t events) 
 }
 
 void Poller::retire(int fd, Pollable *target, uint32_t watched) {
-    // Closing the descriptor takes it out of the set (nothing else holds a copy of it).
-    if (fd >= 0)
+    // Closing the descriptor takes it out of the set, as nothing else holds a copy of it (a
+    // process being started would: hold_descriptors_for_spawn).
+    if (fd >= 0) {
+        std::shared_lock<std::shared_mutex> no_spawn(g_spawn_guard);
         ::close(fd);
+    }
     if (watched != 0)
         --watched_;
     target->retired_ = true;

@@ -13,6 +13,8 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <mutex>
+#include <shared_mutex>
 #include <vector>
 
 namespace trellis {
@@ -29,6 +31,12 @@ class Pollable {
     friend class Poller;
     bool retired_ = false; // closed: events still in the current batch are dropped
 };
+
+// A process started from this one (the SIGUSR2 upgrade) holds a copy of every descriptor from
+// its fork until its exec closes them: a socket closed meanwhile would stay in its worker's epoll
+// set, with events for a target already deleted. Closing a watched socket (Poller::retire) and
+// starting a process exclude each other through this lock; the spawner holds it exclusively.
+std::unique_lock<std::shared_mutex> hold_descriptors_for_spawn();
 
 class Poller {
   public:

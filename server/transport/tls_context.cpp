@@ -390,10 +390,7 @@ std::shared_ptr<TlsContext> TlsContext::load(const TlsConfig &config, bool check
     }
     std::string identity = session_identity(config, context->certificates_, context->client_ca_);
     if (previous && previous->sessions_ && previous->sessions_->identity() == identity) {
-        context->sessions_ = previous->sessions_;
-        if (!check_only && context->sessions_->reload_ticket_key(config))
-            SERVER_LOG_INFO("tls: ticket_key_file %s: a new key; tickets under the previous one still resume",
-                            config.ticket_key_file.c_str());
+        context->sessions_ = previous->sessions_; // its ticket key file is read again once in place
     } else
         context->sessions_ = TlsSessionStore::create(config, std::move(identity));
     return context;

@@ -90,6 +90,7 @@ class TlsContext {
     size_t pick(std::string_view server_name) const;
     // True when both resume the same sessions (a reload kept them).
     bool shares_sessions_with(const TlsContext &other) const { return sessions_ == other.sessions_; }
+    bool reload_ticket_key() { return sessions_->reload_ticket_key(config_); }
 
   private:
     TlsContext(const TlsConfig &config);

@@ -74,6 +74,18 @@ class CppHelper(TrellisTestCase):
         self.assertEqual(r.returncode, 1, r)
         self.assertIn("create failed: cpp_plugin: constructor refused the config", r.stderr, r)
 
+    def test_on_worker_start_failing_on_every_worker_stops_the_start(self):
+        # Each worker stops on its own; the others are then told to stop too, and a worker whose
+        # loop is already closed must not be woken (that aborted the process once).
+        cfg = cpp_config(workers=3)
+        cfg["plugins"][-1]["config"] = {"fail_worker_start": True}
+        s = self.make_server(cfg)
+        r = run_trellis("--config", str(s.config_path))
+        self.assertFalse(r.timed_out, r)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(r.stderr.count('plugin "cpp": on_worker_start failed'), 3, r)
+        self.assertIn("stopped", r.stderr, r)
+
 
 class Instances(TrellisTestCase):
     def test_one_library_backs_two_instances_with_their_own_config(self):

@@ -531,18 +531,27 @@ class UntrustedPeer(ProxyCase):
 # X-Forwarded-For and Forwarded
 # --------------------------------------------------------------------------------------------
 
-FORWARDED_CASES = [
-    # (name, headers, the client's address)
+# (name, headers, the client's address), with the default real_ip_header, X-Forwarded-For.
+XFF_CASES = [
     ("XFF: the right-most address", [("X-Forwarded-For", "198.51.100.9, 203.0.113.7")], "203.0.113.7"),
     ("XFF: trusted hops skipped", [("X-Forwarded-For", "198.51.100.9, 203.0.113.7, 127.0.0.1")],
      "203.0.113.7"),
     ("XFF: two header lines are one list",
      [("X-Forwarded-For", "198.51.100.9"), ("X-Forwarded-For", "203.0.113.7")], "203.0.113.7"),
     ("XFF: IPv6", [("X-Forwarded-For", "2001:db8::5")], "2001:db8::5"),
+    # What the client wrote left of the first untrusted hop is never read: a forged or broken
+    # value there cannot hide the real client behind the proxy's address.
+    ("XFF: garbage left of the client", [("X-Forwarded-For", "x, 203.0.113.7")], "203.0.113.7"),
+    # A Forwarded header the client sent through an X-Forwarded-For proxy is not believed.
+    ("XFF: a client's Forwarded ignored",
+     [("Forwarded", "for=198.51.100.1"), ("X-Forwarded-For", "203.0.113.7")], "203.0.113.7"),
+]
+# With "real_ip_header": "Forwarded".
+FORWARDED_CASES = [
     ("Forwarded: the right-most for=", [("Forwarded", "for=192.0.2.60;proto=http, for=203.0.113.7")],
      "203.0.113.7"),
     ("Forwarded: quoted IPv6 with a port", [("Forwarded", 'for="[2001:db8::7]:4711"')], "2001:db8::7"),
-    ("Forwarded wins over XFF",
+    ("Forwarded: a client's X-Forwarded-For ignored",
      [("X-Forwarded-For", "198.51.100.1"), ("Forwarded", "for=203.0.113.7")], "203.0.113.7"),
 ]
 
@@ -555,29 +564,48 @@ class ForwardedHeaders(ProxyCase):
         self.assertEqual(r.status, 200, r)
         return r.json()["peer"], c.local_port
 
+    def check_believed(self, s, log, cases, prefix):
+        for i, (name, headers, client) in enumerate(cases):
+            with self.subTest(name):
+                peer, _ = self.echo(s, f"{prefix}{i}", headers)
+                self.assertEqual(peer_address(peer), client, f"{name}: peer {peer!r}")
+                self.assertEqual(self.access_field(log, f"{prefix}{i}"), client, name)
+
     def test_believed_from_a_trusted_peer(self):
         log = self.tmp / "access.log"
         s = self.start_server(pp_config(proxy_protocol=False, access_log=str(log)))
-        for i, (name, headers, client) in enumerate(FORWARDED_CASES):
-            with self.subTest(name):
-                peer, _ = self.echo(s, f"fwd{i}", headers)
-                self.assertEqual(peer_address(peer), client, f"{name}: peer {peer!r}")
-                self.assertEqual(self.access_field(log, f"fwd{i}"), client, name)
-        # An unparsable header is ignored: the peer stays the socket's.
+        self.check_believed(s, log, XFF_CASES, "xff")
+        # An unreadable hop where the trusted chain ends: the peer stays the socket's.
         for name, headers in (("XFF", [("X-Forwarded-For", "not-an-address")]),
-                              ("Forwarded", [("Forwarded", "for=;;==,")])):
+                              ("XFF behind a trusted hop", [("X-Forwarded-For", "x, 127.0.0.1")])):
             with self.subTest(f"unparsable {name}"):
-                peer, local_port = self.echo(s, f"bad-{name}", headers)
+                peer, local_port = self.echo(s, f"bad-{name.replace(' ', '-')}", headers)
                 self.assertEqual(peer, f"{LOOPBACK}:{local_port}")
-        # Without either header: the socket's peer.
+        # Without the header: the socket's peer.
         peer, local_port = self.echo(s, "none", [])
+        self.assertEqual(peer, f"{LOOPBACK}:{local_port}")
+
+    def test_forwarded_when_the_listener_names_it(self):
+        log = self.tmp / "access.log"
+        cfg = pp_config(proxy_protocol=False, access_log=str(log))
+        cfg["listen"][0]["real_ip_header"] = "Forwarded"
+        s = self.start_server(cfg)
+        self.check_believed(s, log, FORWARDED_CASES, "fwd")
+        peer, local_port = self.echo(s, "bad-fwd", [("Forwarded", "for=;;==,")])
+        self.assertEqual(peer, f"{LOOPBACK}:{local_port}")
+
+    def test_none_believes_no_header(self):
+        cfg = pp_config(proxy_protocol=False)
+        cfg["listen"][0]["real_ip_header"] = "none"
+        s = self.start_server(cfg)
+        peer, local_port = self.echo(s, "off", [("X-Forwarded-For", "203.0.113.7")])
         self.assertEqual(peer, f"{LOOPBACK}:{local_port}")
 
     def test_ignored_from_an_untrusted_peer(self):
         log = self.tmp / "access.log"
         s = self.start_server(pp_config(trusted=["10.0.0.0/8"], proxy_protocol=False,
                                         access_log=str(log)))
-        for i, (name, headers, _) in enumerate(FORWARDED_CASES):
+        for i, (name, headers, _) in enumerate(XFF_CASES + FORWARDED_CASES):
             with self.subTest(name):
                 peer, local_port = self.echo(s, f"untrusted{i}", headers)
                 self.assertEqual(peer, f"{LOOPBACK}:{local_port}", f"{name}: believed an untrusted peer")
@@ -626,10 +654,17 @@ class ProxyConfig(TrellisTestCase):
             ({"trusted_proxies": ["::1", "::1/129"]}, "/listen/0/trusted_proxies/1"),
             ({"trusted_proxies": "127.0.0.1"}, "/listen/0/trusted_proxies"),
             ({"proxy_protocol": "yes", "trusted_proxies": ["127.0.0.1"]}, "/listen/0/proxy_protocol"),
+            ({"real_ip_header": "X-Real-IP"}, "/listen/0/real_ip_header"),
+            # A Unix socket's peers have no address: only "unix" can let their PROXY headers in.
+            ({"address": f"unix:{self.tmp}/pp.sock", "proxy_protocol": True,
+              "trusted_proxies": ["127.0.0.1"]}, "/listen/0/trusted_proxies"),
         ]
         for listener, pointer in cases:
             with self.subTest(listener=listener):
-                p = self.write(self.listener_config(**listener))
+                cfg = self.listener_config(**listener)
+                if str(listener.get("address", "")).startswith("unix:"):
+                    del cfg["listen"][0]["port"]
+                p = self.write(cfg)
                 r = run_trellis("--check", "--config", str(p))
                 self.assertFalse(r.timed_out, r)
                 self.assertEqual(r.returncode, 1, r)

@@ -259,6 +259,29 @@ class Upgrade(TrellisTestCase):
         self.serves(s)
         self.assertTrue(self.same_file(new, self.bin))
 
+    def test_a_plugin_that_fails_on_a_worker_leaves_the_old_one_serving(self):
+        """Readiness comes only once every worker has started every plugin: a new configuration
+        whose plugin refuses on_worker_start fails the upgrade, and the old process keeps its
+        sockets, the Unix socket's file included."""
+        path = self.tmp / "u.sock"
+        cfg = self.config()
+        cfg["listen"].append({"address": f"unix:{path}", "transport": "plain"})
+        cfg["plugins"].append({"name": "cpp", "path": str(harness.FIXTURE_PLUGIN_DIR / "cpp_plugin.so"),
+                               "config": {}})
+        cfg["routes"].insert(0, {"prefix": "/cpp", "plugin": "cpp"})
+        s = self.start_copy(cfg)
+        cfg["plugins"][-1]["config"] = {"fail_worker_start": True}
+        s.write_config(cfg)
+        new, mark = self.sigusr2(s, s.pid)
+        m = s.wait_stderr_since(mark, failed_re(new), 15)
+        self.assertIsNotNone(m, f"no failure line for {new}:\n{s.stderr_since(mark)}")
+        self.assertIsNone(s.wait_stderr_since(mark, r"draining this one", 0.2), s.stderr_since(mark))
+        self.assertTrue(s.running(), "the old process stopped")
+        self.serves(s)
+        self.assertTrue(os.path.exists(path), "the failed new process removed the old one's socket")
+        r = curl("http://localhost/hello", "--unix-socket", str(path))
+        self.assertEqual((r.status, r.body), (200, HELLO), r)
+
     def test_a_second_sigusr2_during_an_upgrade_is_ignored(self):
         s = self.start_copy()
         # The new binary takes 3 s to start: the upgrade is in progress meanwhile.

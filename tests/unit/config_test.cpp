@@ -164,7 +164,7 @@ TEST_CASE("config: unknown keys") {
         check_error(
             R"({"listen": [{"port": 1, "colour": "red"}]})", "/listen/0/colour",
             "unknown key (expected one of: address, port, transport, redirect_to_https, tls, http2, mode, "
-            "owner, group, proxy_protocol, trusted_proxies)");
+            "owner, group, proxy_protocol, trusted_proxies, real_ip_header)");
     }
     SUBCASE("in limits") {
         check_error(R"({"listen": [{"port": 1}], "limits": {"max_bodies": 1}})", "/limits/max_bodies",
@@ -643,6 +643,23 @@ TEST_CASE("config: proxy_protocol and trusted_proxies") {
                 "needs the balancers it may come from");
     check_error(R"({"listen": [{"port": 1, "proxy_protocol": "yes", "trusted_proxies": ["::1"]}]})",
                 "/listen/0/proxy_protocol", "expected true or false");
+    CHECK(c.listen[0].real_ip_header == trellis::RealIpHeader::XForwardedFor);
+    CHECK(parse_config(R"({"listen": [{"port": 1, "real_ip_header": "Forwarded"}]})", kFile)
+              .listen[0]
+              .real_ip_header == trellis::RealIpHeader::Forwarded);
+    CHECK(parse_config(R"({"listen": [{"port": 1, "real_ip_header": "none"}]})", kFile)
+              .listen[0]
+              .real_ip_header == trellis::RealIpHeader::None);
+    check_error(R"({"listen": [{"port": 1, "real_ip_header": "X-Real-IP"}]})", "/listen/0/real_ip_header",
+                "expected \"X-Forwarded-For\", \"Forwarded\" or \"none\", got \"X-Real-IP\"");
+    check_error(
+        R"({"listen": [{"address": "unix:/x", "proxy_protocol": true, "trusted_proxies": ["127.0.0.1"]}]})",
+        "/listen/0/trusted_proxies", "needs \"unix\" here");
+    CHECK(parse_config(
+              R"({"listen": [{"address": "unix:/x", "proxy_protocol": true, "trusted_proxies": ["unix"]}]})",
+              kFile)
+              .listen[0]
+              .proxy_protocol);
     for (const char *bad : {"10.0.0.0/33", "nope", "10.0.0.1/8", "::1/129", "10.0.0.0/", "10.0.0.0/08", ""}) {
         INFO(bad);
         check_error(R"({"listen": [{"port": 1, "trusted_proxies": ["127.0.0.1", ")" + std::string(bad) +

@@ -1,5 +1,6 @@
 // The PROXY protocol parser and the trusted-address sets, byte by byte.
 #include "net/address_set.hpp"
+#include "net/forwarded.hpp"
 #include "net/proxy_protocol.hpp"
 
 #include <doctest/doctest.h>
@@ -7,6 +8,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string>
+#include <string_view>
+#include <vector>
 
 using trellis::AddressSet;
 using trellis::parse_proxy_header;
@@ -206,4 +209,72 @@ TEST_CASE("AddressSet: networks, hosts, IPv4-mapped peers and unix") {
     REQUIRE(odd.add("10.0.0.0/9"));
     CHECK(odd.contains(reinterpret_cast<const sockaddr *>(&(const sockaddr_in &)v4("10.127.0.1"))));
     CHECK_FALSE(odd.contains(reinterpret_cast<const sockaddr *>(&(const sockaddr_in &)v4("10.128.0.1"))));
+}
+
+namespace {
+
+// The client forwarded_client finds in `lines`, as text ("" when it keeps the peer).
+std::string client_of(trellis::RealIpHeader header, std::vector<std::string_view> lines,
+                      const AddressSet &trusted) {
+    sockaddr_in6 client{};
+    if (!trellis::forwarded_client(header, lines, trusted, client))
+        return "";
+    char ip[INET6_ADDRSTRLEN] = "";
+    if (client.sin6_family == AF_INET)
+        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in &>(client).sin_addr, ip, sizeof ip);
+    else
+        inet_ntop(AF_INET6, &client.sin6_addr, ip, sizeof ip);
+    return ip;
+}
+
+} // namespace
+
+TEST_CASE("X-Forwarded-For: the first untrusted hop from the right is the client") {
+    using trellis::RealIpHeader;
+    AddressSet trusted;
+    REQUIRE(trusted.add("10.0.0.0/8"));
+    auto xff = [&trusted](std::vector<std::string_view> lines) {
+        return client_of(RealIpHeader::XForwardedFor, std::move(lines), trusted);
+    };
+    CHECK(xff({"203.0.113.7"}) == "203.0.113.7");
+    CHECK(xff({"198.51.100.1, 203.0.113.7"}) == "203.0.113.7");
+    CHECK(xff({"198.51.100.1, 203.0.113.7, 10.0.0.2"}) == "203.0.113.7");
+    CHECK(xff({"198.51.100.1", "203.0.113.7 ,10.0.0.2"}) == "203.0.113.7"); // lines are one list
+    CHECK(xff({"10.0.0.3, 10.0.0.2"}) == "10.0.0.3");                       // all trusted: the farthest
+    CHECK(xff({"2001:db8::5"}) == "2001:db8::5");
+    CHECK(xff({"[2001:db8::5]:443"}) == "2001:db8::5");
+    CHECK(xff({"203.0.113.7:4711"}) == "203.0.113.7");
+    // Left of the client is the client's own writing: never read, so garbage there changes nothing.
+    CHECK(xff({"garbage, 203.0.113.7"}) == "203.0.113.7");
+    CHECK(xff({", 203.0.113.7"}) == "203.0.113.7");
+    // Where the trusted chain ends, an unreadable hop keeps the peer.
+    CHECK(xff({"garbage"}) == "");
+    CHECK(xff({"garbage, 10.0.0.2"}) == "");
+    CHECK(xff({"203.0.113.7, "}) == "");
+    CHECK(client_of(RealIpHeader::None, {"203.0.113.7"}, trusted) == "");
+}
+
+TEST_CASE("Forwarded: for= of each element, quoted, with ports, unknown nodes") {
+    using trellis::RealIpHeader;
+    AddressSet trusted;
+    REQUIRE(trusted.add("10.0.0.0/8"));
+    auto fwd = [&trusted](std::vector<std::string_view> lines) {
+        return client_of(RealIpHeader::Forwarded, std::move(lines), trusted);
+    };
+    CHECK(fwd({"for=203.0.113.7"}) == "203.0.113.7");
+    CHECK(fwd({"for=192.0.2.60;proto=http;by=203.0.113.43, for=203.0.113.7"}) == "203.0.113.7");
+    CHECK(fwd({"For=\"[2001:db8:cafe::17]:4711\""}) == "2001:db8:cafe::17");
+    CHECK(fwd({"proto=https;for=203.0.113.7, for=10.0.0.2"}) == "203.0.113.7");
+    CHECK(fwd({"for=unknown, for=10.0.0.2"}) == ""); // RFC 7239's unknown node: the peer stays
+    CHECK(fwd({"for=_hidden, for=10.0.0.2"}) == ""); // an obfuscated one too
+    CHECK(fwd({"proto=http, for=10.0.0.2"}) == "");  // an element naming nobody
+    CHECK(fwd({"for=_hidden, for=203.0.113.7"}) == "203.0.113.7");
+    CHECK(fwd({"for=;;=="}) == "");
+}
+
+TEST_CASE("PROXY v2: LOCAL ignores whatever follows, even a short address block") {
+    Parsed p = parse(v2(0, 0x11, std::string("\x01\x02", 2)));
+    REQUIRE(p.result == ProxyParse::Done);
+    CHECK(p.length == 18);
+    CHECK_FALSE(p.header.has_source);
 }
