@@ -2,6 +2,7 @@
 
 #include "http/http_date.hpp"
 #include "http/request.hpp"
+#include "net/ows.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -9,14 +10,6 @@
 
 namespace trellis {
 namespace {
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
 
 bool weak(std::string_view tag) {
     return tag.starts_with("W/");
@@ -29,7 +22,7 @@ std::string_view opaque(std::string_view tag) {
 template <class F> bool any_tag(std::string_view list, F f) {
     while (!list.empty()) {
         size_t comma = list.find(',');
-        std::string_view tag = trim(list.substr(0, comma));
+        std::string_view tag = trim_ows(list.substr(0, comma));
         if (!tag.empty() && f(tag))
             return true;
         if (comma == std::string_view::npos)
@@ -40,13 +33,13 @@ template <class F> bool any_tag(std::string_view list, F f) {
 }
 
 bool strong_match(std::string_view list, std::string_view etag) {
-    if (trim(list) == "*")
+    if (trim_ows(list) == "*")
         return true;
     return any_tag(list, [&](std::string_view tag) { return !weak(tag) && !weak(etag) && tag == etag; });
 }
 
 bool weak_match(std::string_view list, std::string_view etag) {
-    if (trim(list) == "*")
+    if (trim_ows(list) == "*")
         return true;
     return any_tag(list, [&](std::string_view tag) { return opaque(tag) == opaque(etag); });
 }
@@ -97,7 +90,7 @@ Precondition evaluate_preconditions(const RequestConditions &c, std::string_view
 }
 
 bool if_range_matches(std::string_view if_range, std::string_view etag, time_t mtime) {
-    if_range = trim(if_range);
+    if_range = trim_ows(if_range);
     if (if_range.starts_with("\"") || if_range.starts_with("W/"))
         return !weak(if_range) && if_range == etag; // RFC 9110 13.1.5: strong comparison only
     time_t date = parse_http_date(if_range);
@@ -111,7 +104,7 @@ RangeOutcome parse_ranges(std::string_view header, uint64_t size, uint32_t max_r
     // RFC 9110 14.1.1 counts a suffix range as satisfiable: answer the (empty) whole.
     if (size == 0)
         return RangeOutcome::Full;
-    header = trim(header);
+    header = trim_ows(header);
     // Range units are case-insensitive (RFC 9110 section 14.1): "BYTES=0-1" is a byte range.
     if (header.size() < 6 || !iequals(header.substr(0, 6), "bytes="))
         return RangeOutcome::Full;
@@ -120,7 +113,7 @@ RangeOutcome parse_ranges(std::string_view header, uint64_t size, uint32_t max_r
     bool any_spec = false;
     while (true) {
         size_t comma = specs.find(',');
-        std::string_view spec = trim(specs.substr(0, comma));
+        std::string_view spec = trim_ows(specs.substr(0, comma));
         if (!spec.empty()) {
             any_spec = true;
             if (++count > max_ranges)

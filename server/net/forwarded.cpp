@@ -1,19 +1,13 @@
 #include "net/forwarded.hpp"
 
+#include "net/ows.hpp"
+
 #include <arpa/inet.h>
 #include <cstring>
 #include <string>
 
 namespace trellis {
 namespace {
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
 
 bool lower_equals(std::string_view a, std::string_view lower) {
     if (a.size() != lower.size())
@@ -56,14 +50,14 @@ std::string_view forwarded_for(std::string_view element) {
     std::string_view found;
     while (!element.empty()) {
         size_t semicolon = element.find(';');
-        std::string_view pair = trim(element.substr(0, semicolon));
+        std::string_view pair = trim_ows(element.substr(0, semicolon));
         element = semicolon == std::string_view::npos ? std::string_view() : element.substr(semicolon + 1);
         size_t equals = pair.find('=');
         if (equals == std::string_view::npos)
             return {};
-        if (!lower_equals(trim(pair.substr(0, equals)), "for"))
+        if (!lower_equals(trim_ows(pair.substr(0, equals)), "for"))
             continue;
-        found = trim(pair.substr(equals + 1));
+        found = trim_ows(pair.substr(equals + 1));
         if (found.size() >= 2 && found.front() == '"' && found.back() == '"')
             found = found.substr(1, found.size() - 2);
     }
@@ -82,7 +76,7 @@ bool forwarded_client(RealIpHeader header, const std::vector<std::string_view> &
         for (size_t at = 0; at <= line.size();) {
             size_t comma = line.find(',', at);
             std::string_view element =
-                trim(line.substr(at, comma == std::string_view::npos ? comma : comma - at));
+                trim_ows(line.substr(at, comma == std::string_view::npos ? comma : comma - at));
             hops.push_back(header == RealIpHeader::Forwarded ? forwarded_for(element) : element);
             if (comma == std::string_view::npos)
                 break;
