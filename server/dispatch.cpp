@@ -205,6 +205,10 @@ bool call_handler(Exchange &ex, int index, uint64_t began_ns) {
     // of its own (nothing to do on plain connections).
     if (!ex.tls_facts && ex.owner->secure())
         ex.tls_facts = ex.owner->shared_tls_facts();
+    if (route.restricted && !route.allow.contains(reinterpret_cast<const sockaddr *>(&ex.client))) {
+        respond_error(ex, 403); // routes[].allow, or loopback for a private plugin
+        return true;
+    }
     PluginInstance *plugin = route.plugin;
     if (route.blocking && worker.thread_pool) {
         ex.held.begin(Hold::Pool, plugin, ex.generation);

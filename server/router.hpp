@@ -2,6 +2,8 @@
 // for the next match (h2o's on_req returning -1), so matches are enumerated in order of preference.
 #pragma once
 
+#include "net/address_set.hpp"
+
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,7 +17,9 @@ struct Route {
     std::string host;   // "*" or lower-case exact host
     std::string prefix; // starts with '/'
     PluginInstance *plugin = nullptr;
-    bool blocking = false;       // on_request runs on the thread pool (route or plugin said so)
+    bool blocking = false;   // on_request runs on the thread pool (route or plugin said so)
+    bool restricted = false; // only clients in `allow` are served; others get 403
+    AddressSet allow = {};
     RouteStats *stats = nullptr; // counters for the status plugin (may be null in tests)
     // The route's "config" as JSON text, "" when absent: what request_route_config hands the
     // plugin. Lives with the generation's router, which a request in flight pins.

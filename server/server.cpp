@@ -88,6 +88,17 @@ std::atomic<uv_async_t *> g_generation_released{nullptr};
 
 } // namespace
 
+namespace {
+
+AddressSet loopback_addresses() {
+    AddressSet loopback;
+    for (const char *address : {"127.0.0.0/8", "::1", "unix"})
+        loopback.add(address);
+    return loopback;
+}
+
+} // namespace
+
 std::shared_ptr<Generation> build_generation(const Config &config, const Generation *previous,
                                              ServerMetrics *metrics, uint64_t number) {
     auto generation = std::make_shared<Generation>();
@@ -102,6 +113,10 @@ std::shared_ptr<Generation> build_generation(const Config &config, const Generat
         Route route{rc.host, rc.prefix, generation->plugins.find(rc.plugin)};
         uint32_t flags = route.plugin->flags();
         route.blocking = rc.blocking || (flags & TRELLIS_BLOCKING);
+        // A private plugin (the server's own state) answers the machine it runs on unless the
+        // route says whom else.
+        route.restricted = rc.has_allow || (flags & TRELLIS_PRIVATE);
+        route.allow = rc.has_allow ? rc.allow : loopback_addresses();
         route.config_json = rc.config_json;
         if (route.blocking && (flags & TRELLIS_STREAM_BODY))
             throw StartupError(

@@ -61,6 +61,10 @@ typedef enum trellis_result {
  * complete (request_body is then empty) and the body arrives through on_body. Cannot be combined
  * with TRELLIS_BLOCKING. */
 #define TRELLIS_STREAM_BODY (1u << 1)
+/* The plugin shows the server's own state (routes, load): a route to it without "allow" serves
+ * only loopback and Unix-socket clients, others get 403 from the server. Servers before this flag
+ * ignore it. */
+#define TRELLIS_PRIVATE (1u << 2)
 
 /* Formats of trellis_host.server_metrics. */
 #define TRELLIS_METRICS_JSON 0

@@ -7,7 +7,8 @@
  *   GET /metrics           so a route with prefix /metrics works for a scraper as it is)
  *
  * No configuration. server_metrics runs on the worker thread, so the route must not be marked
- * "blocking".
+ * "blocking". TRELLIS_PRIVATE: what it shows (routes, load) is for the operator, so the server
+ * answers only loopback clients unless the route lists others in "allow".
  */
 #include <trellis/plugin.h>
 
@@ -101,7 +102,7 @@ static const trellis_plugin kStatus = {
     .struct_size = sizeof(trellis_plugin),
     .name = "status",
     .version = "1.0",
-    .flags = 0,
+    .flags = TRELLIS_PRIVATE, /* loopback only unless the route says "allow" */
     .create = status_create,
     .destroy = status_destroy,
     .on_worker_start = NULL,

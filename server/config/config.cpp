@@ -254,21 +254,27 @@ void parse_unix_listener(const Reader &r, const json &value, const std::string &
     }
 }
 
+// A list of addresses, networks and "unix" ("trusted_proxies", a route's "allow").
+AddressSet address_set(const Reader &r, const json &value, const std::string &ptr) {
+    AddressSet set;
+    const json &list = r.array(value, ptr);
+    for (size_t i = 0; i < list.size(); ++i) {
+        std::string item = ptr + "/" + std::to_string(i);
+        std::string text = r.string(list[i], item);
+        if (!set.add(text))
+            r.fail(item, "expected an address, a network such as \"10.0.0.0/8\" or \"fd00::/8\" (no host "
+                         "bits set), or \"unix\", got \"" +
+                             text + "\"");
+    }
+    return set;
+}
+
 // "proxy_protocol" and "trusted_proxies": who may speak for a client.
 void parse_proxy_settings(const Reader &r, const json &value, const std::string &ptr, ListenConfig &listen) {
     if (value.contains("proxy_protocol"))
         listen.proxy_protocol = boolean(r, value["proxy_protocol"], ptr + "/proxy_protocol");
-    if (value.contains("trusted_proxies")) {
-        const json &list = r.array(value["trusted_proxies"], ptr + "/trusted_proxies");
-        for (size_t i = 0; i < list.size(); ++i) {
-            std::string item = ptr + "/trusted_proxies/" + std::to_string(i);
-            std::string text = r.string(list[i], item);
-            if (!listen.trusted_proxies.add(text))
-                r.fail(item, "expected an address, a network such as \"10.0.0.0/8\" or \"fd00::/8\" (no host "
-                             "bits set), or \"unix\", got \"" +
-                                 text + "\"");
-        }
-    }
+    if (value.contains("trusted_proxies"))
+        listen.trusted_proxies = address_set(r, value["trusted_proxies"], ptr + "/trusted_proxies");
     if (value.contains("real_ip_header")) {
         std::string header = r.string(value["real_ip_header"], ptr + "/real_ip_header");
         if (header == "X-Forwarded-For")
@@ -416,8 +422,12 @@ PluginConfig parse_plugin(const Reader &r, const json &value, const std::string 
 RouteConfig parse_route(const Reader &r, const json &value, const std::string &ptr,
                         const std::set<std::string> &plugin_names) {
     r.object(value, ptr);
-    r.only_keys(value, ptr, {"host", "prefix", "plugin", "blocking", "config"});
+    r.only_keys(value, ptr, {"host", "prefix", "plugin", "blocking", "config", "allow"});
     RouteConfig route;
+    if (value.contains("allow")) {
+        route.allow = address_set(r, value["allow"], ptr + "/allow");
+        route.has_allow = true;
+    }
     if (value.contains("blocking"))
         route.blocking = boolean(r, value["blocking"], ptr + "/blocking");
     if (value.contains("host")) {

@@ -128,6 +128,10 @@ struct RouteConfig {
     std::string prefix;     // starts with '/'
     std::string plugin;     // a PluginConfig::name
     bool blocking = false;  // run the plugin's on_request on the thread pool
+    // "allow": only these clients are served (403 for others); absent: everyone, except on a
+    // plugin that declares itself private (TRELLIS_PRIVATE), which then serves loopback only.
+    AddressSet allow;
+    bool has_allow = false;
     // The route's "config" (any JSON value) as JSON text; empty when absent.
     std::string config_json;
 

@@ -176,7 +176,7 @@ TEST_CASE("config: unknown keys") {
         check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "a", "path": "a"}],
                         "routes": [{"prefix": "/", "plugin": "a", "method": "GET"}]})",
                     "/routes/0/method",
-                    "unknown key (expected one of: host, prefix, plugin, blocking, config)");
+                    "unknown key (expected one of: host, prefix, plugin, blocking, config, allow)");
     }
     SUBCASE("a key with '/' and '~' is escaped in the pointer") {
         check_error(R"({"listen": [{"port": 1}], "a/b~c": 1})", "/a~1b~0c", "unknown key");
@@ -694,4 +694,26 @@ TEST_CASE("config: tls.ticket_key_file resolves against the file's directory and
     check_error(R"({"listen": [{"port": 1}], "tls": {"ticket_key_file": ""}})", "/tls/ticket_key_file",
                 "non-empty");
     fs::remove_all(dir);
+}
+
+TEST_CASE("config: routes[].allow") {
+    Config c = parse_config(R"({"listen": [{"port": 1}], "plugins": [{"name": "p", "path": "p"}],
+                               "routes": [{"prefix": "/a", "plugin": "p", "allow": ["127.0.0.1", "10.0.0.0/8", "unix"]},
+                                          {"prefix": "/b", "plugin": "p"}]})",
+                            kFile);
+    CHECK(c.routes[0].has_allow);
+    CHECK_FALSE(c.routes[0].allow.empty());
+    CHECK_FALSE(c.routes[1].has_allow);
+    // An empty list is a route no one may use, said on purpose.
+    CHECK(parse_config(R"({"listen": [{"port": 1}], "plugins": [{"name": "p", "path": "p"}],
+                           "routes": [{"prefix": "/a", "plugin": "p", "allow": []}]})",
+                       kFile)
+              .routes[0]
+              .has_allow);
+    check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "p", "path": "p"}],
+                    "routes": [{"prefix": "/a", "plugin": "p", "allow": ["127.0.0.1", "10.0.0.1/8"]}]})",
+                "/routes/0/allow/1", "got \"10.0.0.1/8\"");
+    check_error(R"({"listen": [{"port": 1}], "plugins": [{"name": "p", "path": "p"}],
+                    "routes": [{"prefix": "/a", "plugin": "p", "allow": "127.0.0.1"}]})",
+                "/routes/0/allow", "expected an array");
 }
