@@ -380,8 +380,9 @@ class DefaultSite(TrellisTestCase):
             listener["address"], listener["port"] = LOOPBACK, 0
         cfg["plugin_dir"] = str(harness.PLUGIN_DIR)
         for plugin in cfg["plugins"]:
-            if plugin.get("config", {}).get("root") == "www":
-                plugin["config"]["root"] = str(harness.SOURCE_DIR / "www")
+            root = plugin.get("config", {}).get("root")
+            if root and not root.startswith("/"):  # the site and the dashboard, under the source
+                plugin["config"]["root"] = str(harness.SOURCE_DIR / root)
         cfg["access_log"] = "off"
         self.assertNotIn("http2", json.dumps(cfg), "the default configuration says nothing of HTTP/2")
         s = self.start_server(cfg)
