@@ -18,9 +18,13 @@ cd "$(dirname "$0")"
 # `haproxy -c` of deploy/haproxy.cfg), logrotate (`logrotate -d` of deploy/logrotate) and systemd
 # (systemd-analyze, to verify the installed unit; nothing is started: in a container it is only
 # the package's files).
+# For the browser test (test_95): chromium (headless, driven over the DevTools protocol by
+# tests/integration/cdp.py) and libnss3-tools (certutil, to trust the test CA in the NSS database
+# that chromium reads).
 PACKAGES=(build-essential cmake pkg-config libuv1-dev node-llhttp libmbedtls-dev nlohmann-json3-dev
           doctest-dev curl openssl python3 wrk clang libclang-rt-14-dev llvm
-          libnghttp2-dev python3-h2 nghttp2-client haproxy logrotate systemd)
+          libnghttp2-dev python3-h2 nghttp2-client haproxy logrotate systemd
+          chromium libnss3-tools)
 JOBS=$(nproc)
 
 install_missing() {
