@@ -142,6 +142,7 @@ namespace {
 // X-Forwarded-For (or Forwarded, listen[].real_ip_header) names the client only when the peer is
 // a trusted proxy (listen[].trusted_proxies); from anyone else it changes nothing.
 void identify_client(Exchange &ex) {
+    ex.client_unknown = false;
     const ListenConfig *listen = ex.owner ? ex.owner->listen() : nullptr;
     if (!listen || listen->trusted_proxies.empty() ||
         !listen->trusted_proxies.contains(reinterpret_cast<const sockaddr *>(&ex.peer)))
@@ -155,7 +156,8 @@ void identify_client(Exchange &ex) {
         if (iequals(r.str(r.headers[i].name), name))
             lines.push_back(r.str(r.headers[i].value));
     if (!lines.empty())
-        forwarded_client(listen->real_ip_header, lines, listen->trusted_proxies, ex.client);
+        ex.client_unknown =
+            !forwarded_client(listen->real_ip_header, lines, listen->trusted_proxies, ex.client);
 }
 
 } // namespace
@@ -205,8 +207,10 @@ bool call_handler(Exchange &ex, int index, uint64_t began_ns) {
     // of its own (nothing to do on plain connections).
     if (!ex.tls_facts && ex.owner->secure())
         ex.tls_facts = ex.owner->shared_tls_facts();
-    if (route.restricted && !route.allow.contains(reinterpret_cast<const sockaddr *>(&ex.client))) {
-        respond_error(ex, 403); // routes[].allow, or loopback for a private plugin
+    // routes[].allow, or loopback for a private plugin; a client no one can name is refused.
+    if (route.restricted &&
+        (ex.client_unknown || !route.allow.contains(reinterpret_cast<const sockaddr *>(&ex.client)))) {
+        respond_error(ex, 403);
         return true;
     }
     PluginInstance *plugin = route.plugin;

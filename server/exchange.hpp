@@ -99,6 +99,9 @@ class Exchange {
     const ServerMetrics *metrics = nullptr;
     sockaddr_in6 peer;   // the connection's peer (a PROXY header's client), readable after it has gone
     sockaddr_in6 client; // whom the request is for: the peer, or whom a trusted proxy named
+    // A trusted proxy sent a real-IP header that names no one we can read ("unknown", a typo):
+    // `client` is the proxy itself, which a route's "allow" must not take for the client.
+    bool client_unknown = false;
     std::shared_ptr<const TlsFacts> tls_facts;
 
     // The routes this request is dispatched on: the worker's when it arrived (a reload may switch

@@ -117,6 +117,10 @@ std::shared_ptr<Generation> build_generation(const Config &config, const Generat
         // route says whom else.
         route.restricted = rc.has_allow || (flags & TRELLIS_PRIVATE);
         route.allow = rc.has_allow ? rc.allow : loopback_addresses();
+        if (!rc.has_allow && (flags & TRELLIS_PRIVATE) && metrics) // said at start and reload, not --check
+            SERVER_LOG_INFO("route %s: plugin \"%s\" is private: loopback clients only (\"allow\" on the "
+                            "route lists others)",
+                            rc.prefix.c_str(), rc.plugin.c_str());
         route.config_json = rc.config_json;
         if (route.blocking && (flags & TRELLIS_STREAM_BODY))
             throw StartupError(

@@ -344,6 +344,20 @@ def client_context(cafile: str | Path | None = None) -> ssl.SSLContext:
     return ctx
 
 
+def tls_client_hello(server_hostname: str = "localhost") -> bytes:
+    """The bytes of a real TLS ClientHello (Python's ssl over memory BIOs, the test CA's context):
+    what a client sends first, for tests that feed a server a handshake by hand."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = client_context().wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    data = outgoing.read()
+    assert data[:1] == b"\x16" and len(data) > 100, data[:10]
+    return data
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP/1.1 response parsing from raw bytes
 # --------------------------------------------------------------------------------------------

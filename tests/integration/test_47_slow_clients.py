@@ -100,19 +100,6 @@ def settled(measure, timeout: float = 3.0) -> int:
     return measure()
 
 
-def client_hello() -> bytes:
-    """The bytes of a real TLS ClientHello for "localhost" (Python's ssl over memory BIOs)."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    data = outgoing.read()
-    assert data[:1] == b"\x16" and len(data) > 100, data[:10]
-    return data
-
-
 def speak_transport(raw: socket.socket):
     """raw (connected, blocking) as the suite's transport: TLS on tls and auto listeners."""
     if TRANSPORT == "plain":
@@ -231,7 +218,7 @@ class HandshakeDeadline(SlowClientCase):
 
     def test_trickled_client_hello_does_not_extend_the_deadline(self):
         s = self.start_server(base_config(limits=limits(handshake_timeout_ms=1000)))
-        hello = client_hello()
+        hello = harness.tls_client_hello()
         so = self.raw(s)
         t0 = time.monotonic()
         received = b""
@@ -273,7 +260,7 @@ class HandshakeDeadline(SlowClientCase):
                                                         header_timeout_ms=400,
                                                         header_read_timeout_ms=400)))
         so = self.raw(s)
-        so.sendall(client_hello()[:40])
+        so.sendall(harness.tls_client_hello()[:40])
         t0 = time.monotonic()
         # The head deadlines (400 ms) must not cut a handshake in progress...
         so.settimeout(1.0)

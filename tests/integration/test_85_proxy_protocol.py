@@ -84,24 +84,11 @@ def v2_unix_addr() -> bytes:
 # Clients
 # --------------------------------------------------------------------------------------------
 
-def client_hello() -> bytes:
-    """The bytes of a real TLS ClientHello (Python's ssl through memory BIOs)."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    data = outgoing.read()
-    assert data[:1] == b"\x16", data[:10]
-    return data
-
-
 def what_follows(tls: bool, target: str = "/echo/rejected") -> bytes:
     """What a client sends after its PROXY header: a ClientHello on a TLS connection, else a
     request. A server that wrongly accepted the header would answer either."""
     if tls:
-        return client_hello()
+        return harness.tls_client_hello()
     return build_request("GET", target, [("Connection", "close")])
 
 
@@ -389,7 +376,8 @@ class ProxyProtocolRejected(ProxyCase):
             self.assertTrue(closed)
 
         def refused():
-            c = Proxied(s.port, v1("TCP4", "192.0.2.1", "198.51.100.1", 1, 443), harness.TLS)
+            # From loopback, as PROXY says: the status plugin is private (loopback only).
+            c = Proxied(s.port, v1("TCP4", "127.0.0.1", "127.0.0.1", 1, 443), harness.TLS)
             try:
                 c.send(build_request("GET", "/metrics", [("Connection", "close")]))
                 data, _ = recv_until_closed(c.sock, 5)
