@@ -8,11 +8,16 @@ SHA-256 of its content, so the static plugin can serve /assets/ with
     python3 tools/hash-assets.py            # rename what changed, rewrite the references
     python3 tools/hash-assets.py --check    # verify only: exit 1 and say what is wrong
 
-Edit an asset in place (or drop in a new STEM.EXT), then run the script: it renames the file to
-its hash and rewrites every "assets/OLD-NAME" in the site's HTML, CSS, JS and SVG files to the new
-name, repeating until nothing changes (a CSS file naming an SVG changes when the SVG does). It
-also refreshes the copies of files kept elsewhere in the repository (the benchmark chart from
-bench/chart.svg). Standard library only; no network.
+To change an asset, edit the hashed file in place (www/assets/STEM.HASH.EXT, keeping its name),
+then run the script: it renames the file to its new hash and rewrites every "assets/OLD-NAME" in
+the site's HTML, CSS, JS, SVG, JSON and webmanifest files to the new name, repeating until nothing
+changes (a CSS file naming an SVG changes when the SVG does). Do not drop a fresh STEM.EXT next
+to an existing STEM.HASH.EXT to replace it: two versions of one asset are an error (the script
+stops and names them). A brand-new asset may be added as www/assets/STEM.EXT, provided a page
+already names it as "assets/STEM.EXT": the script hashes the name and rewrites those references
+(--check fails for an asset that no page names). It also refreshes the copies of files kept
+elsewhere in the repository (the benchmark chart from bench/chart.svg). Standard library only;
+no network.
 """
 import argparse
 import hashlib

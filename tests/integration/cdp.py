@@ -80,14 +80,15 @@ class WebSocket:
             raise WebSocketError(f"bad Sec-WebSocket-Accept from {url}: {headers!r}")
 
     def _fill(self, deadline: float) -> bool:
-        """Reads what is there into buf before deadline; False on timeout. Raises on EOF."""
+        """Reads what is there into buf, waiting until deadline for something to come; False on
+        timeout. A deadline that has passed still takes in what the kernel already holds (a
+        non-blocking read), so a zero timeout means "what has arrived", not "nothing". Raises on
+        EOF."""
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        self.sock.settimeout(remaining)
+        self.sock.settimeout(remaining if remaining > 0 else 0.0)  # 0.0: non-blocking
         try:
             data = self.sock.recv(1 << 20)
-        except (socket.timeout, TimeoutError):
+        except (socket.timeout, TimeoutError, BlockingIOError, InterruptedError):
             return False
         if not data:
             self.closed = True
@@ -139,7 +140,8 @@ class WebSocket:
         return bool(fin), opcode, (_mask(key, payload) if masked else payload)
 
     def recv(self, deadline: float) -> str | None:
-        """The next whole text message, or None if none came before deadline."""
+        """The next whole text message, or None if none came before deadline (a deadline that has
+        passed: None unless a whole message is buffered or already readable)."""
         while True:
             frame = self._parse_frame()
             if frame is None:
@@ -193,8 +195,8 @@ class CDP:
             self.events.append((msg["method"], msg.get("params", {}), msg.get("sessionId")))
 
     def pump(self, timeout: float) -> bool:
-        """Reads messages for up to timeout seconds (returns after the first one); True if one
-        came."""
+        """Takes in one message, waiting up to timeout seconds for it (0: only one that has
+        already arrived); True if one came."""
         text = self.ws.recv(time.monotonic() + timeout)
         if text is None:
             return False
@@ -274,7 +276,14 @@ class Page:
         return r.get("result", {}).get("value")
 
     def pump(self, timeout: float = 0.05) -> None:
-        """Takes in the events that arrived (within timeout) without sending anything."""
+        """Takes in, without sending anything, every message that has already arrived and those
+        that arrive within timeout seconds; pump(0) drains what is queued and returns at once.
+        Bounded: after the deadline it stops at the first moment nothing is readable, or after
+        10000 more messages."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.cdp.pump(max(0.0, deadline - time.monotonic())):
-            pass
+        late = 0
+        while self.cdp.pump(max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                late += 1
+                if late >= 10000:
+                    break

@@ -15,15 +15,21 @@ certificate, HTTP/2 on (the default).
   BUILD_DIR/screenshots/front-page.png (1280x900);
 - the 404 page: status 404, text/html, the site's stylesheet, no other error;
 - the dashboard (the DOM contract of issue 14): it polls (document.body.dataset.polls grows, no
-  dataset.error), has every data-metric element and svg chart; then wrk drives 3 s of traffic and
-  the numbers follow: [data-metric="requests-total"] grows by at least what wrk sent,
-  [data-metric="rps"] shows a rate of at least a tenth of wrk's, svg#chart-rps is redrawn, /hello
-  appears in #routes; screenshot BUILD_DIR/screenshots/dashboard.png; and it polls over HTTP/1.1
-  too (chromium --disable-http2);
+  dataset.error), has every data-metric element and svg chart, and draws the open connections by
+  transport and protocol (svg#chart-conn-kinds: plain, tls, h1, h2 series); then wrk drives 3 s of
+  traffic to /hello and the numbers follow: [data-metric="requests-total"] and the /hello row's
+  request count in #routes grow by at least what wrk sent, [data-metric="rps"] shows a rate of at
+  least a tenth of wrk's, svg#chart-rps's scale (data-max) rises above the idle one and its
+  highest point (data-peak) reaches a tenth of wrk's rate, the /hello row has a p50 and a drawn
+  percentile bar (svg.lat); then SIGHUP reloads the server and the page shows it:
+  [data-metric="reloads"] 1, generation 2, a reload marker (g.marker.reload) on svg#chart-rps;
+  screenshot BUILD_DIR/screenshots/dashboard.png; and it polls over HTTP/1.1 too (chromium
+  --disable-http2);
 - the access restriction, with curl: /status (the status plugin is private) and /dashboard (its
   route's "allow") answer 403 ("403 Forbidden", the server's own error body) to a client that is not loopback (a trusted proxy's
-  X-Forwarded-For naming 203.0.113.7), the front page does not; a route's "allow" opens it to the
-  addresses listed, and only to them.
+  X-Forwarded-For naming 203.0.113.7), HEAD included, the front page does not; an X-Forwarded-For
+  that cannot be read ("unknown") on a restricted route is refused (fail closed), not taken as
+  the loopback peer; a route's "allow" opens it to the addresses listed, and only to them.
 
 Chromium trusts the suite's test CA the way a user would: the CA is added with `certutil` (Debian
 libnss3-tools) to the NSS database in $HOME/.pki/nssdb, HOME being a temp dir of the test, which
@@ -32,7 +38,7 @@ certificate the browser did not trust would fail the navigation.
 
 The "_tls" in the name: ctest runs this file once, in the tls pass (it makes its own TLS
 listeners). The browser tests are skipped, with a message, only where no `chromium` is installed
-(./dev.sh installs it); the access tests need only curl and always run. About 25 s.
+(./dev.sh installs it); the access tests need only curl and always run. About 15 s.
 """
 
 import json
@@ -96,7 +102,10 @@ DASHBOARD_METRICS = ["requests-total", "rps", "connections-open", "connections-i
                      "connections-plain", "connections-tls", "connections-h2", "responses-1xx",
                      "responses-2xx", "responses-3xx", "responses-4xx", "responses-5xx",
                      "pool-queued", "pool-busy", "reloads", "generation", "uptime"]
-DASHBOARD_CHARTS = ["chart-rps", "chart-connections", "chart-workers", "chart-status"]
+DASHBOARD_CHARTS = ["chart-rps", "chart-connections", "chart-conn-kinds", "chart-workers",
+                    "chart-status", "chart-pool"]
+# The series of svg#chart-conn-kinds: open connections by transport and by protocol.
+CONNECTION_KINDS = ["plain", "tls", "h1", "h2"]
 
 
 def default_config(listen: dict | None = None, allow: dict | None = None,
@@ -414,22 +423,50 @@ DASHBOARD_STATE_JS = """(() => {
     const q = s => document.querySelector(s);
     const text = n => { const e = q(`[data-metric="${n}"]`); return e ? e.textContent : null; };
     const chart = q('#chart-rps');
-    const shapes = chart ? Array.from(chart.querySelectorAll(
-        'path, polyline, polygon, rect, circle, line')).map(e =>
-        e.getAttribute('d') || e.getAttribute('points') ||
-        ['x', 'y', 'width', 'height', 'cx', 'cy', 'x1', 'y1', 'x2', 'y2']
-            .map(a => e.getAttribute(a)).join(',')).join('|') : null;
+    const cell = (tr, col) => { const c = tr.querySelector(`[data-col="${col}"]`); return c ? c.textContent : null; };
+    const rows = Array.from(document.querySelectorAll('#routes tbody tr')).map(tr => {
+        const bar = tr.querySelector('svg.lat');
+        return {route: tr.querySelector('th') ? tr.querySelector('th').textContent : null,
+                requests: cell(tr, 'requests'), p50: cell(tr, 'p50'), p90: cell(tr, 'p90'),
+                p99: cell(tr, 'p99'),
+                bar: bar ? {p50: bar.getAttribute('data-p50'), p90: bar.getAttribute('data-p90'),
+                            p99: bar.getAttribute('data-p99'),
+                            drawn: bar.querySelectorAll('rect.lat').length} : null};
+    });
+    const kinds = q('#chart-conn-kinds');
     return {polls: document.body.dataset.polls ?? null,
             error: document.body.dataset.error ?? null,
-            total: text('requests-total'), rps: text('rps'), chart: shapes,
+            total: text('requests-total'), rps: text('rps'),
+            reloads: text('reloads'), generation: text('generation'),
+            rpsMax: chart ? chart.getAttribute('data-max') : null,
+            rpsPeak: chart ? chart.getAttribute('data-peak') : null,
+            reloadMarkers: chart ? Array.from(chart.querySelectorAll('g.marker.reload')).map(
+                g => ({generation: g.getAttribute('data-generation'),
+                       label: g.querySelector('text') ? g.querySelector('text').textContent : null,
+                       line: !!g.querySelector('line')})) : null,
+            series: kinds ? Array.from(new Set(Array.from(kinds.querySelectorAll('[data-series]'))
+                .map(e => e.getAttribute('data-series')))) : null,
+            windowNote: q('#window-note') ? q('#window-note').textContent : null,
+            rows: rows,
             routes: q('#routes') ? q('#routes').textContent : null};
 })()"""
 
 
 def dashboard_state(page: Page) -> dict:
-    """What the dashboard shows now: polls, error, requests-total and rps (text), the geometry of
-    svg#chart-rps (its shapes' d/points/coordinates, joined), the text of #routes."""
+    """What the dashboard shows now: polls, error, requests-total, rps, reloads and generation
+    (text); svg#chart-rps's scale (data-max) and highest rate drawn (data-peak), its reload
+    markers; the series drawn in svg#chart-conn-kinds; the #routes rows (route, requests,
+    p50/p90/p99 text, the percentile bar's data-p50/p90/p99 and how many of its bars are drawn);
+    the text of #routes."""
     return page.evaluate(DASHBOARD_STATE_JS)
+
+
+def route_row(st: dict, route: str) -> dict | None:
+    """The #routes row of route (its first cell's text) in a dashboard_state, or None."""
+    for row in st["rows"]:
+        if (row["route"] or "").strip() == route:
+            return row
+    return None
 
 
 def polls_reached(page: Page, n: float):
@@ -581,9 +618,18 @@ class BrowserCase(TrellisTestCase):
                                 % json.dumps(DASHBOARD_CHARTS))
         self.assertEqual(missing, [], "svg charts missing from the dashboard")
         self.assertIsNotNone(st["routes"], "no #routes element (per-route latency)")
+        self.assertEqual(sorted(st["series"] or []), sorted(CONNECTION_KINDS),
+                         "svg#chart-conn-kinds does not draw the connections by transport and "
+                         "protocol (its [data-series])")
         before = st
         total_before = number(before["total"])
         self.assertIsNotNone(total_before, f"requests-total is not a number: {before['total']!r}")
+        idle_scale = number(before["rpsMax"])
+        self.assertIsNotNone(idle_scale, f"svg#chart-rps has no data-max: {before['rpsMax']!r}")
+        row = route_row(before, "/hello")
+        self.assertIsNotNone(row, f"no /hello row in #routes before the load: {before['rows']}")
+        hello_before = number(row["requests"])
+        self.assertIsNotNone(hello_before, f"/hello's request count: {row!r}")
 
         # Traffic: wrk for 3 s over TLS (HTTP/1.1), sampling the page meanwhile.
         wrk = subprocess.Popen([WRK, "-t1", "-c4", "-d3s", f"https://{LOOPBACK}:{s.port}/hello"],
@@ -630,14 +676,58 @@ class BrowserCase(TrellisTestCase):
         # a tenth of it leaves room for a busy machine (2 cores for wrk, server and browser).
         self.assertGreaterEqual(max(rps_seen), rate / 10,
                                 f"[data-metric=rps] peaked at {max(rps_seen)} while wrk did {rate}/s")
-        self.assertIsNotNone(after["chart"], "no svg#chart-rps")
-        self.assertNotEqual(before["chart"], after["chart"], "the rps chart was not redrawn")
-        self.assertIn("/hello", after["routes"] or "", "no /hello row in the per-route latency (#routes)")
+        # The chart follows too: its scale leaves the idle one (the page's own poll a second) and
+        # its highest point is of the order of wrk's rate.
+        scale, peak = number(after["rpsMax"]), number(after["rpsPeak"])
+        self.assertIsNotNone(scale, f"svg#chart-rps has no data-max: {after['rpsMax']!r}")
+        self.assertGreater(scale, idle_scale, f"svg#chart-rps's scale stayed at {idle_scale} "
+                                              f"while wrk did {rate}/s")
+        self.assertGreaterEqual(peak or 0, rate / 10,
+                                f"svg#chart-rps's highest point is {after['rpsPeak']!r} while wrk did {rate}/s")
+        self.assertGreaterEqual(scale, peak or 0, "the scale is below the highest point drawn")
+        # The /hello row: wrk's requests counted, percentiles known and drawn.
+        row = route_row(after, "/hello")
+        self.assertIsNotNone(row, f"no /hello row in the per-route latency (#routes): {after['rows']}")
+        hello_after = number(row["requests"])
+        self.assertGreaterEqual((hello_after or 0) - hello_before, sent - margin,
+                                f"/hello's requests in #routes went {hello_before} -> "
+                                f"{row['requests']!r} while wrk sent {sent}")
+        for p in ("p50", "p90", "p99"):
+            self.assertNotIn((row[p] or "").strip(), ("", "–", "-"),
+                             f"/hello's {p} after {sent} requests: {row!r}")
+        bar = row["bar"]
+        self.assertIsNotNone(bar, f"/hello's row has no percentile drawing (svg.lat): {row!r}")
+        self.assertEqual(bar["drawn"], 3, f"/hello's percentile bar draws {bar['drawn']} of 3 bars: {row!r}")
+        for p in ("p50", "p90", "p99"):
+            self.assertTrue(bar[p] and (bar[p] == "Infinity" or float(bar[p]) > 0),
+                            f"/hello's percentile bar has no {p}: {bar!r}")
+        self.assertEqual(sorted(after["series"] or []), sorted(CONNECTION_KINDS),
+                         f"svg#chart-conn-kinds series: {after['series']}")
+
+        # A reload (SIGHUP, the same configuration): the page counts it and marks it on the chart.
+        self.assertEqual(number(after["reloads"]), 0, f"reloads before SIGHUP: {after['reloads']!r}")
+        self.assertEqual(after["reloadMarkers"], [], "a reload marker before any reload")
+        ok, line, generation = s.reload()
+        self.assertTrue(ok, f"the reload failed: {line}")
+
+        def reload_shown():
+            st = polls_reached(page, 0)()
+            return st if (number(st["reloads"]) == 1 and st["reloadMarkers"]) else None
+        shown = wait_for(reload_shown, 15.0, 0.1)
+        self.assertIsNotNone(shown, f"the dashboard did not show the reload within 15 s: {state()}")
+        self.assertEqual(number(shown["generation"]), generation, repr(shown))
+        self.assertEqual(len(shown["reloadMarkers"]), 1, repr(shown["reloadMarkers"]))
+        marker = shown["reloadMarkers"][0]
+        self.assertEqual(marker["generation"], str(generation), repr(marker))
+        self.assertTrue(marker["line"] and str(generation) in (marker["label"] or ""), repr(marker))
+
         self.assertNoConsoleErrors(load, "dashboard")
         self.check_resources(load, origin, "dashboard")
         path = screenshot(page, "dashboard.png")
         sys.stderr.write(f"\nscreenshot: {path} (wrk {sent} requests, {rate}/s; requests-total "
-                         f"{before['total']} -> {after['total']}; rps peak {max(rps_seen)})\n")
+                         f"{before['total']} -> {after['total']}; /hello {hello_before:.0f} -> "
+                         f"{hello_after:.0f}; rps peak {max(rps_seen)}, chart scale {idle_scale:g} -> "
+                         f"{scale:g}; reload marker {marker['label']!r})\n")
 
 
     @needs_chromium
@@ -700,7 +790,14 @@ class AccessCase(TrellisTestCase):
         self.assertEqual((r.header("Content-Type") or "").split(";")[0], "application/json", repr(r))
         json.loads(r.body)
         self.assertForbidden(self.get(s, "/status", *self.XFF), f"/status from {OUTSIDER}")
+        r = self.get(s, "/status", "--head", *self.XFF)  # curl writes the head where a body would go
+        self.assertEqual(r.status, 403, f"HEAD /status from {OUTSIDER}: {r!r}")
+        self.assertEqual((r.header("Content-Type") or "").split(";")[0], "text/plain", f"HEAD: {r!r}")
         self.assertForbidden(self.get(s, "/dashboard/", *self.XFF), f"/dashboard/ from {OUTSIDER}")
+        # A proxy header that names no address cannot say who the client is: on a restricted route
+        # that is a refusal, not the proxy's own (loopback) address.
+        self.assertForbidden(self.get(s, "/status", "-H", "X-Forwarded-For: unknown"),
+                             "/status with X-Forwarded-For: unknown from a trusted proxy")
         r = self.get(s, "/dashboard/")
         self.assertEqual(r.status, 200, f"/dashboard/ from loopback: {r!r}")
         r = self.get(s, "/", *self.XFF)
