@@ -85,7 +85,11 @@ void tell_old_process_ready() {
 struct BinaryUpgrade::Attempt {
     BinaryUpgrade *owner;
     uv_process_t process;
-    uv_pipe_t ready_pipe;
+    // The pipe's read end, read and closed by us (not a uv_pipe_t: libuv closes descriptors with
+    // a raw system call, which ThreadSanitizer cannot see, and a worker's accept that reuses the
+    // number then looks like a race).
+    uv_poll_t ready_poll;
+    int ready_fd = -1;
     uv_timer_t timer;
     int open_handles = 0;
     bool exited = false, ready = false, over = false;
@@ -99,7 +103,7 @@ BinaryUpgrade::~BinaryUpgrade() {
 
 bool BinaryUpgrade::start(const std::vector<ListeningSocket> &sockets) {
     int ready[2];
-    if (pipe2(ready, O_CLOEXEC) != 0) {
+    if (pipe2(ready, O_CLOEXEC | O_NONBLOCK) != 0) {
         SERVER_LOG_ERROR("SIGUSR2: cannot make a pipe: %s; still serving", strerror(errno));
         return false;
     }
@@ -140,7 +144,7 @@ bool BinaryUpgrade::start(const std::vector<ListeningSocket> &sockets) {
 
     auto *attempt = new Attempt{};
     attempt->owner = this;
-    attempt->process.data = attempt->ready_pipe.data = attempt->timer.data = attempt;
+    attempt->process.data = attempt->ready_poll.data = attempt->timer.data = attempt;
     int rc;
     {
         // uv_spawn returns once the child has exec'd (or failed): its copies are gone by then.
@@ -160,23 +164,23 @@ bool BinaryUpgrade::start(const std::vector<ListeningSocket> &sockets) {
     attempt->open_handles = 3;
     SERVER_LOG_INFO("SIGUSR2: starting %s (pid %d) with the listening sockets", g_executable.c_str(),
                     attempt->process.pid);
-    uv_pipe_init(loop_, &attempt->ready_pipe, 0);
-    uv_pipe_open(&attempt->ready_pipe, ready[0]);
-    uv_read_start(reinterpret_cast<uv_stream_t *>(&attempt->ready_pipe), uv_on_alloc, uv_on_read);
+    attempt->ready_fd = ready[0];
+    uv_poll_init(loop_, &attempt->ready_poll, ready[0]);
+    uv_poll_start(&attempt->ready_poll, UV_READABLE, uv_on_ready_readable);
     uv_timer_init(loop_, &attempt->timer);
     uv_timer_start(&attempt->timer, uv_on_timeout, kReadyTimeoutMs, 0);
     attempt_ = attempt;
     return true;
 }
 
-void BinaryUpgrade::uv_on_alloc(uv_handle_t *handle, size_t, uv_buf_t *buf) noexcept {
-    auto *attempt = static_cast<Attempt *>(handle->data);
-    *buf = uv_buf_init(attempt->buffer + attempt->received,
-                       static_cast<unsigned>(sizeof attempt->buffer - attempt->received));
-}
-
-void BinaryUpgrade::uv_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *) noexcept {
-    auto *attempt = static_cast<Attempt *>(stream->data);
+void BinaryUpgrade::uv_on_ready_readable(uv_poll_t *poll, int status, int) noexcept {
+    auto *attempt = static_cast<Attempt *>(poll->data);
+    ssize_t n = -1;
+    if (status == 0)
+        n = read(attempt->ready_fd, attempt->buffer + attempt->received,
+                 sizeof attempt->buffer - attempt->received);
+    if (n < 0 && status == 0 && (errno == EAGAIN || errno == EINTR))
+        return;
     if (n > 0)
         attempt->received += static_cast<size_t>(n);
     std::string_view said(attempt->buffer, attempt->received);
@@ -190,8 +194,8 @@ void BinaryUpgrade::uv_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *)
         return;
     }
     // The pipe closed (or said something else) without READY: its exit status tells the rest.
-    if (n < 0 || attempt->received == sizeof attempt->buffer)
-        uv_read_stop(stream);
+    if (n <= 0 || attempt->received == sizeof attempt->buffer)
+        uv_poll_stop(poll);
 }
 
 void BinaryUpgrade::uv_on_exit(uv_process_t *process, int64_t status, int signal) noexcept {
@@ -235,7 +239,9 @@ void BinaryUpgrade::finish(Attempt *attempt) {
         if (--a->open_handles == 0)
             delete a;
     };
-    uv_close(reinterpret_cast<uv_handle_t *>(&attempt->ready_pipe), release);
+    uv_close(reinterpret_cast<uv_handle_t *>(&attempt->ready_poll), release);
+    ::close(attempt->ready_fd); // out of the loop's watch since uv_close
+    attempt->ready_fd = -1;
     uv_close(reinterpret_cast<uv_handle_t *>(&attempt->timer), release);
     if (attempt->ready)
         uv_close(reinterpret_cast<uv_handle_t *>(&attempt->process),

@@ -44,8 +44,7 @@ class BinaryUpgrade {
     struct Attempt;
     void finish(Attempt *attempt);
     static void uv_on_exit(uv_process_t *process, int64_t status, int signal) noexcept;
-    static void uv_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) noexcept;
-    static void uv_on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) noexcept;
+    static void uv_on_ready_readable(uv_poll_t *poll, int status, int events) noexcept;
     static void uv_on_timeout(uv_timer_t *timer) noexcept;
 
     uv_loop_t *loop_;
