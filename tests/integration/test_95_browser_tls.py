@@ -73,9 +73,11 @@ WWW = SOURCE_DIR / "www"
 SCREENSHOTS = BUILD_DIR / "screenshots"
 VIEWPORT = (1280, 900)
 OUTSIDER = "203.0.113.7"  # TEST-NET-3: a client that is not loopback, named by a trusted proxy
+# The flags, plus --disable-dev-shm-usage: containers often give /dev/shm 64 MB, too
+# little for Chromium's shared memory, which then crashes renderers; /tmp is used instead.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"]
+                  "--disable-sync", "--disable-dev-shm-usage"]
 
 # What each kind of file must be served as (media type, before any parameter).
 JS_TYPES = ("application/javascript", "text/javascript")
