@@ -119,20 +119,30 @@ void ServerMetrics::set_generation(uint64_t generation, uint64_t reloads, uint64
     reload_failures_ = reload_failures;
 }
 
-static Totals sum_workers(const std::vector<std::unique_ptr<WorkerStats>> &workers) {
+// One worker's line in the JSON, read once: the totals are its sums, so they agree to the byte
+// even while the workers go on counting.
+struct WorkerLine {
+    uint64_t open, requests, in, out;
+};
+
+static Totals sum_workers(const std::vector<std::unique_ptr<WorkerStats>> &workers,
+                          std::vector<WorkerLine> *lines = nullptr) {
     Totals t;
     for (const auto &w : workers) {
+        WorkerLine line{w->connections_open.get(), w->requests.get(), w->bytes_in.get(), w->bytes_out.get()};
+        if (lines)
+            lines->push_back(line);
         t.accepted += w->connections_accepted.get();
         t.rejected += w->connections_rejected.get();
         t.proxy_refused += w->proxy_refused.get();
-        t.open += w->connections_open.get();
+        t.open += line.open;
         t.tls += w->connections_tls.get();
         t.active += w->connections_active.get();
-        t.requests += w->requests.get();
+        t.requests += line.requests;
         t.h2_open += w->connections_h2.get();
         t.h2_requests += w->requests_h2.get();
-        t.in += w->bytes_in.get();
-        t.out += w->bytes_out.get();
+        t.in += line.in;
+        t.out += line.out;
         for (int i = 0; i < 6; ++i)
             t.by_class[i] += w->responses_by_class[i].get();
     }
@@ -140,7 +150,9 @@ static Totals sum_workers(const std::vector<std::unique_ptr<WorkerStats>> &worke
 }
 
 std::string ServerMetrics::render_json() const {
-    Totals t = sum_workers(workers_);
+    std::vector<WorkerLine> lines;
+    lines.reserve(workers_.size());
+    Totals t = sum_workers(workers_, &lines);
     t.tls = std::min(t.tls, t.open); // counters are read one by one while workers change them
     double uptime = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     uint64_t idle = t.open > t.active ? t.open - t.active : 0;
@@ -167,14 +179,11 @@ std::string ServerMetrics::render_json() const {
                   pool_.threads, pool_.queue, pool_.queued ? pool_.queued->get() : 0,
                   pool_.busy ? pool_.busy->get() : 0, pool_.rejected ? pool_.rejected->get() : 0);
     out += "\"workers\":[";
-    for (size_t i = 0; i < workers_.size(); ++i) {
-        const WorkerStats &w = *workers_[i];
+    for (size_t i = 0; i < lines.size(); ++i)
         append_format(out,
                       "%s{\"index\":%zu,\"connections\":%" PRIu64 ",\"requests\":%" PRIu64
                       ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64 "}",
-                      i ? "," : "", i, w.connections_open.get(), w.requests.get(), w.bytes_in.get(),
-                      w.bytes_out.get());
-    }
+                      i ? "," : "", i, lines[i].open, lines[i].requests, lines[i].in, lines[i].out);
     out += "],\"routes\":[";
     std::lock_guard<std::mutex> lock(routes_mutex_);
     bool first = true;
