@@ -1285,6 +1285,16 @@ class TrellisTestCase(unittest.TestCase):
         self._conns: list[Conn] = []
         self.addCleanup(self._trellis_cleanup)
 
+    def write_config_file(self, cfg: dict) -> Path:
+        """cfg as a new server*.json in the test's conf/ (with an empty www/ beside it), for
+        run_trellis("--check", "--config", path) and starts that must fail."""
+        d = self.tmp / "conf"
+        d.mkdir(exist_ok=True)
+        (d / "www").mkdir(exist_ok=True)
+        p = d / f"server{len(list(d.glob('*.json')))}.json"
+        p.write_text(json.dumps(cfg, indent=2))
+        return p
+
     def _trellis_cleanup(self):
         failed = self._trellis_test_failed()
         for c in self._conns:

@@ -618,14 +618,6 @@ class ForwardedHeaders(ProxyCase):
 # --------------------------------------------------------------------------------------------
 
 class ProxyConfig(TrellisTestCase):
-    def write(self, cfg: dict):
-        d = self.tmp / "conf"
-        d.mkdir(exist_ok=True)
-        (d / "www").mkdir(exist_ok=True)
-        p = d / f"server{len(list(d.glob('*.json')))}.json"
-        p.write_text(json.dumps(cfg, indent=2))
-        return p
-
     def listener_config(self, **listener) -> dict:
         cfg = base_config()
         cfg["listen"][0].update(listener)
@@ -652,21 +644,21 @@ class ProxyConfig(TrellisTestCase):
                 cfg = self.listener_config(**listener)
                 if str(listener.get("address", "")).startswith("unix:"):
                     del cfg["listen"][0]["port"]
-                p = self.write(cfg)
+                p = self.write_config_file(cfg)
                 r = run_trellis("--check", "--config", str(p))
                 self.assertFalse(r.timed_out, r)
                 self.assertEqual(r.returncode, 1, r)
                 self.assertIn(pointer, r.stderr, r)
                 self.assertNotIn("configuration OK", r.output, r)
         # The same refusal at start: nothing listens.
-        p = self.write(self.listener_config(proxy_protocol=True, trusted_proxies=["nope"]))
+        p = self.write_config_file(self.listener_config(proxy_protocol=True, trusted_proxies=["nope"]))
         r = run_trellis("--config", str(p))
         self.assertEqual(r.returncode, 1, r)
         self.assertIn("/listen/0/trusted_proxies/0", r.stderr, r)
         self.assertNotIn("listening on", r.output, r)
 
     def test_good_lists_pass(self):
-        p = self.write(self.listener_config(
+        p = self.write_config_file(self.listener_config(
             proxy_protocol=True,
             trusted_proxies=["127.0.0.1", "10.0.0.0/8", "::1/128", "2001:db8::/32", "unix"]))
         r = run_trellis("--check", "--config", str(p))

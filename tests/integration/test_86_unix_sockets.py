@@ -334,14 +334,6 @@ class UnixProxies(UnixCase):
 
 
 class UnixConfig(UnixCase):
-    def write(self, cfg: dict):
-        d = self.tmp / "conf"
-        d.mkdir(exist_ok=True)
-        (d / "www").mkdir(exist_ok=True)
-        p = d / f"server{len(list(d.glob('*.json')))}.json"
-        p.write_text(json.dumps(cfg, indent=2))
-        return p
-
     def test_errors_name_the_json_pointer(self):
         def tcp_with(**keys):
             cfg = base_config()
@@ -363,7 +355,7 @@ class UnixConfig(UnixCase):
         cases.append((empty, "/listen/1/address"))
         for cfg, pointer in cases:
             with self.subTest(pointer=pointer, listen=cfg["listen"]):
-                r = run_trellis("--check", "--config", str(self.write(cfg)))
+                r = run_trellis("--check", "--config", str(self.write_config_file(cfg)))
                 self.assertFalse(r.timed_out, r)
                 self.assertEqual(r.returncode, 1, r)
                 self.assertIn(pointer, r.stderr, r)
@@ -372,7 +364,7 @@ class UnixConfig(UnixCase):
 
     def test_good_config_passes_check_without_making_the_socket(self):
         user, group, _, _ = other_owner()
-        p = self.write(unix_config(self.path, mode="0660", owner=user, group=group,
+        p = self.write_config_file(unix_config(self.path, mode="0660", owner=user, group=group,
                                    proxy_protocol=True, trusted_proxies=["unix"]))
         r = run_trellis("--check", "--config", str(p))
         self.assertEqual(r.returncode, 0, r)
